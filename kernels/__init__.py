@@ -1,0 +1,1 @@
+"""CUDA C++ kernel sources shipped with xsim (single source for GPU and CPU)."""

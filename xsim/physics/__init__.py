@@ -1,0 +1,1 @@
+"""Physics data and models: element tables, materials, HU calibration and X-ray spectra."""
