@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import __version__
+from .checks import XsimInputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="show versions, physics tables and kernel backends")
     info.set_defaults(func=_cmd_info)
+
+    validate = sub.add_parser(
+        "validate",
+        help="run physics validation studies (each writes a CSV table and a PNG plot)",
+        description="Run validation studies from validation/. Without a study name, run all of them.",
+    )
+    validate.add_argument("study", nargs="*", help="study names (default: all); see --list")
+    validate.add_argument("--quick", action="store_true", help="the fast version used by the tests")
+    validate.add_argument("--out", default="xsim-validation", help="output folder (default: %(default)s)")
+    validate.add_argument("--list", action="store_true", help="list the studies and exit")
+    validate.set_defaults(func=_cmd_validate)
     return parser
 
 
@@ -29,13 +41,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import list_studies, run_studies
+
+    if args.list:
+        for name, summary in list_studies().items():
+            print(f"{name:28s} {summary}")
+        return 0
+    results = run_studies(args.study or None, out_dir=args.out, quick=args.quick)
+    failed = [name for name, passed in results.items() if not passed]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except XsimInputError as err:  # bad input: one clear line, no traceback
+        print(f"xsim {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
