@@ -1,0 +1,121 @@
+// philox.cuh: counter-based random numbers, Philox4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random
+// numbers: as easy as 1, 2, 3", SC'11; the Random123 library).
+//
+// Philox is a keyed bijection of a 128-bit counter, so any draw of any stream can be computed directly:
+// there is no state to seed or store, skipping ahead is free, and a photon's numbers depend only on
+// (seed, photon index), never on which thread or target ran it.
+//
+// Layout used by xsim (documented, and reproduced by the numpy reference in tests/test_rng.py):
+//     key     = (seed & 0xffffffff, seed >> 32)                          64-bit user seed
+//     counter = (stream & 0xffffffff, stream >> 32, block & 0xffffffff, block >> 32)
+// where `stream` is the 64-bit photon/pixel index and `block` counts the 4-word outputs already used by that
+// stream (0, 1, 2, ...). 32-bit words are consumed in the order x0, x1, x2, x3 of each block. A stream
+// therefore holds 2^66 words, and 2^64 streams share one seed. Two different purposes inside one simulation
+// (say transport and detector noise) must use different seeds or disjoint stream ranges.
+//
+// Conversions (exact in floating point, so both targets give bit-identical uniforms):
+//     uniform()         float  in [0, 1):  (w >> 8) * 2^-24
+//     uniform_pos()     float  in (0, 1]:  ((w >> 8) + 1) * 2^-24        safe for log()
+//     uniform_double()  double in [0, 1):  (((w0 << 32) | w1) >> 11) * 2^-53      (two words)
+//     uniform_double_pos() double in (0, 1]: ((((w0 << 32) | w1) >> 11) + 1) * 2^-53
+//     exponential()     unit-mean exponential, -ln(uniform_pos())        (inverse CDF)
+//     normal()          standard normal, Box-Muller: sqrt(-2 ln u1) * cos(2 pi u2), u1 = uniform_pos(),
+//                       u2 = uniform() (G. E. P. Box, M. E. Muller, Ann. Math. Stat. 29, 610 (1958))
+// and the *_double variants of exponential and normal, which use the double uniforms.
+#pragma once
+#include "xsim_portable.cuh"
+
+namespace xsim {
+
+// Round constants of Philox4x32 (Salmon et al. 2011, section 3.3; Random123 philox.h).
+#define XSIM_PHILOX_M0 0xD2511F53u
+#define XSIM_PHILOX_M1 0xCD9E8D57u
+#define XSIM_PHILOX_W0 0x9E3779B9u  // golden ratio
+#define XSIM_PHILOX_W1 0xBB67AE85u  // sqrt(3) - 1
+
+XSIM_FN uint32_t mulhi32(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)  // device code (nvcc's host pass compiles __host__ __device__ functions too)
+    return __umulhi(a, b);
+#else
+    return (uint32_t)(((uint64_t)a * b) >> 32);
+#endif
+}
+
+// One call = one 128-bit block: ten rounds of
+//     (x0, x1, x2, x3) <- (hi(M1 x2) ^ x1 ^ k0, lo(M1 x2), hi(M0 x0) ^ x3 ^ k1, lo(M0 x0))
+// with the key bumped by the Weyl constants (W0, W1) between rounds.
+XSIM_FN void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
+    uint32_t x0 = ctr[0], x1 = ctr[1], x2 = ctr[2], x3 = ctr[3];
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; ++round) {
+        const uint32_t hi0 = mulhi32(XSIM_PHILOX_M0, x0), lo0 = XSIM_PHILOX_M0 * x0;
+        const uint32_t hi1 = mulhi32(XSIM_PHILOX_M1, x2), lo1 = XSIM_PHILOX_M1 * x2;
+        x0 = hi1 ^ x1 ^ k0;
+        x1 = lo1;
+        x2 = hi0 ^ x3 ^ k1;
+        x3 = lo0;
+        k0 += XSIM_PHILOX_W0;
+        k1 += XSIM_PHILOX_W1;
+    }
+    out[0] = x0;
+    out[1] = x1;
+    out[2] = x2;
+    out[3] = x3;
+}
+
+// Word-to-number conversions (see the header comment); free functions so tests can check them directly.
+XSIM_FN float u32_to_uniform(uint32_t w) { return (float)(w >> 8) * (1.0f / 16777216.0f); }
+XSIM_FN float u32_to_uniform_pos(uint32_t w) { return (float)((w >> 8) + 1u) * (1.0f / 16777216.0f); }
+XSIM_FN double u64_to_uniform(uint64_t w) { return (double)(w >> 11) * (1.0 / 9007199254740992.0); }
+XSIM_FN double u64_to_uniform_pos(uint64_t w) { return (double)((w >> 11) + 1u) * (1.0 / 9007199254740992.0); }
+
+// The stream of one photon/pixel: construct it in the body from (seed, i) and draw from it.
+struct Philox {
+    uint32_t key[2];
+    uint32_t ctr[4];  // (stream lo, stream hi, block lo, block hi) of the *next* block
+    uint32_t buf[4];
+    int used;  // words of buf already returned; 4 = empty
+
+    // first_block > 0 starts the stream further on (skip-ahead costs nothing with a counter-based generator).
+    XSIM_FN Philox(uint64_t seed, uint64_t stream, uint64_t first_block = 0) {
+        key[0] = (uint32_t)seed;
+        key[1] = (uint32_t)(seed >> 32);
+        ctr[0] = (uint32_t)stream;
+        ctr[1] = (uint32_t)(stream >> 32);
+        ctr[2] = (uint32_t)first_block;
+        ctr[3] = (uint32_t)(first_block >> 32);
+        used = 4;
+    }
+
+    XSIM_FN uint32_t next_u32() {
+        if (used == 4) {
+            philox4x32_10(ctr, key, buf);
+            if (++ctr[2] == 0u) ++ctr[3];
+            used = 0;
+        }
+        return buf[used++];
+    }
+    XSIM_FN uint64_t next_u64() {
+        const uint64_t hi = next_u32();
+        return (hi << 32) | next_u32();
+    }
+
+    XSIM_FN float uniform() { return u32_to_uniform(next_u32()); }
+    XSIM_FN float uniform_pos() { return u32_to_uniform_pos(next_u32()); }
+    XSIM_FN double uniform_double() { return u64_to_uniform(next_u64()); }
+    XSIM_FN double uniform_double_pos() { return u64_to_uniform_pos(next_u64()); }
+
+    XSIM_FN float exponential() { return -logf(uniform_pos()); }
+    XSIM_FN double exponential_double() { return -log(uniform_double_pos()); }
+
+    XSIM_FN float normal() {
+        const float r = sqrtf(-2.0f * logf(uniform_pos()));
+        return r * cosf(6.28318530717958648f * uniform());
+    }
+    XSIM_FN double normal_double() {
+        const double r = sqrt(-2.0 * log(uniform_double_pos()));
+        return r * cos(6.28318530717958648 * uniform_double());
+    }
+};
+
+}  // namespace xsim
