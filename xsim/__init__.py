@@ -1,6 +1,30 @@
 """xsim: X-ray simulation from CT for machine learning and medical physics.
 
-Public surface (see README.md): materials, spectra, volumes, geometry, projector, Monte Carlo,
-scatter model, detector, datasets and the ``xsim`` command line.
+Public surface (see README.md): materials and spectra (:mod:`xsim.physics`), CT volumes and
+phantoms (:mod:`xsim.volume`, :mod:`xsim.phantoms`), C-arm geometry (:mod:`xsim.geometry`), the
+kernel runtime (:mod:`xsim.runtime`) and the ``xsim`` command line.
 """
 __version__ = "0.1.0"
+
+from . import phantoms
+from .checks import XsimInputError
+from .geometry import Camera, CArm
+from .physics.calibration import HUCalibration
+from .physics.materials import Material, list_materials, material
+from .physics.spectra import Spectrum
+from .volume import Phantom, Volume, load_ct
+
+__all__ = [
+    "CArm",
+    "Camera",
+    "HUCalibration",
+    "Material",
+    "Phantom",
+    "Spectrum",
+    "Volume",
+    "XsimInputError",
+    "list_materials",
+    "load_ct",
+    "material",
+    "phantoms",
+]
