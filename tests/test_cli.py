@@ -32,3 +32,15 @@ def test_validate_lists_studies_and_rejects_unknown_names():
     bad = _run("validate", "spectrum_hv")
     assert bad.returncode == 2
     assert "did you mean 'spectrum_hvl'" in bad.stderr
+
+
+def test_phantom_command_writes_a_loadable_phantom(tmp_path):
+    out = tmp_path / "thorax.h5"
+    done = _run("phantom", "thorax", "--seed", "1", "--voxel-mm", "4", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    phantom = xsim.Phantom.load(out)
+    reference = xsim.phantoms.thorax(seed=1, voxel_mm=4.0)
+    assert (phantom.material_index == reference.material_index).all()
+    bad = _run("phantom", "thorax", "--voxel-mm", "-1", "--out", str(tmp_path / "bad.h5"))
+    assert bad.returncode == 2 and "voxel_mm" in bad.stderr
+    assert not (tmp_path / "bad.h5").exists()

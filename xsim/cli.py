@@ -19,6 +19,24 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show versions, physics tables and kernel backends")
     info.set_defaults(func=_cmd_info)
 
+    selftest = sub.add_parser("selftest", help="run the kernel runtime's known-answer and statistics checks")
+    selftest.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
+    selftest.set_defaults(func=_cmd_selftest)
+
+    phantom = sub.add_parser("phantom", help="build a seeded procedural phantom and save it (HDF5)")
+    phantom.add_argument("kind", choices=["thorax", "abdomen", "pelvis", "head"])
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--voxel-mm", type=float, default=2.0)
+    phantom.add_argument("--vessels", action="store_true", help="contrast-filled vessels")
+    phantom.add_argument("--tool", action="store_true", help="a metal guidewire")
+    phantom.add_argument("--out", required=True, help="output .h5 file")
+    phantom.set_defaults(func=_cmd_phantom)
+
+    ct2phantom = sub.add_parser("ct2phantom", help="convert a CT (NIfTI, DICOM folder, NRRD, npz) to a phantom")
+    ct2phantom.add_argument("ct")
+    ct2phantom.add_argument("--out", required=True, help="output .h5 file")
+    ct2phantom.set_defaults(func=_cmd_ct2phantom)
+
     validate = sub.add_parser(
         "validate",
         help="run physics validation studies (each writes a CSV table and a PNG plot)",
@@ -38,6 +56,41 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"xsim {__version__}")
     print(f"physics tables: {physics_data_dir()}")
     print(f"kernel sources: {kernels_dir()}")
+    from . import runtime
+    from .runtime_build import cache_dir
+
+    print(f"kernel backend: {runtime.select_backend()} (XSIM_BACKEND), CPU threads: {runtime.default_threads()}")
+    print(f"kernel cache:   {cache_dir()}")
+    return 0
+
+
+def _cmd_selftest(args: argparse.Namespace) -> int:
+    from .runtime_selftest import selftest
+
+    results = selftest(args.backend)
+    for check, passed in results.items():
+        print(f"{'PASS' if passed else 'FAIL'}  {check}")
+    failed = sum(not passed for passed in results.values())
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from . import phantoms
+
+    build = getattr(phantoms, args.kind)
+    phantom = build(seed=args.seed, voxel_mm=args.voxel_mm, vessels=args.vessels, tool=args.tool)
+    path = phantom.save(args.out)
+    print(f"wrote {path}: {phantom!r}")
+    return 0
+
+
+def _cmd_ct2phantom(args: argparse.Namespace) -> int:
+    from .volume import load_ct
+
+    phantom = load_ct(args.ct).to_phantom()
+    path = phantom.save(args.out)
+    print(f"wrote {path}: {phantom!r}")
     return 0
 
 
