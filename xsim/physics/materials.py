@@ -14,6 +14,7 @@ import difflib
 import functools
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping
 
@@ -52,6 +53,8 @@ class Material:
 
     def __post_init__(self):
         check_type("name", self.name, str)
+        if isinstance(self.density_g_cm3, bool) or not isinstance(self.density_g_cm3, numbers.Real):
+            raise XsimInputError(f"density_g_cm3 must be a number, got {self.density_g_cm3!r}")
         check_positive("density_g_cm3", self.density_g_cm3, unit="g/cm^3")
         check_type("composition", self.composition, Mapping)
         if not self.composition:
@@ -61,8 +64,7 @@ class Material:
             z = tables.atomic_number(sym) if isinstance(sym, str) else None
             if z is None:
                 raise XsimInputError(f"composition keys must be element symbols, got {sym!r}")
-            if not (isinstance(frac, (int, float, np.floating)) and math.isfinite(frac)
-                    and frac >= 0):
+            if not (isinstance(frac, numbers.Real) and math.isfinite(frac) and frac >= 0):
                 raise XsimInputError(
                     f"mass fraction of {sym} in material {self.name!r} must be a finite number "
                     f">= 0, got {frac!r}")
@@ -74,7 +76,8 @@ class Material:
             raise XsimInputError(
                 f"mass fractions of material {self.name!r} must sum to 1 (within {FRACTION_TOL:g}),"
                 f" got {total:.6g}")
-        comp = {s: w / total for s, w in sorted(clean.items(), key=lambda t: tables.atomic_number(t[0]))}
+        by_z = sorted(clean.items(), key=lambda t: tables.atomic_number(t[0]))
+        comp = {s: w / total for s, w in by_z}
         object.__setattr__(self, "density_g_cm3", float(self.density_g_cm3))
         object.__setattr__(self, "composition", comp)
 
@@ -222,7 +225,7 @@ class Material:
         for part, frac in parts.items():
             mat = material(part) if isinstance(part, str) else part
             check_type("mixture part", mat, Material)
-            if not (isinstance(frac, (int, float, np.floating)) and math.isfinite(frac) and frac >= 0):
+            if not (isinstance(frac, numbers.Real) and math.isfinite(frac) and frac >= 0):
                 raise XsimInputError(f"mass fraction of {mat.name!r} in mixture {name!r} must be a "
                                      f"finite number >= 0, got {frac!r}")
             total += frac
