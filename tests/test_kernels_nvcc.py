@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from xsim.paths import kernels_dir
+from xsim.projector import ProjectParams
 from xsim.runtime import translation_unit
 from xsim.runtime_build import CXX_FLAGS, nvrtc_options
 from xsim.runtime_selftest import DemoHistogramParams, PortableCheckParams, RngCheckParams
@@ -125,6 +126,7 @@ def test_nvrtc_compiles(path):
     ("demo_histogram.cu", "demo_histogram", DemoHistogramParams),
     ("rng_check.cu", "rng_check", RngCheckParams),
     ("portable_check.cu", "portable_check", PortableCheckParams),
+    ("project.cu", "project", ProjectParams),
 ])
 def test_nvrtc_compiles_with_layout_checks(source, entry, params):
     status, log = nvrtc_compile(translation_unit(KERNELS_DIR / source, entry, params),
