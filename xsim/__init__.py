@@ -8,18 +8,22 @@ __version__ = "0.1.0"
 
 from . import phantoms
 from .checks import XsimInputError
+from .detector import Detector
 from .geometry import Camera, CArm
 from .physics.calibration import HUCalibration
 from .physics.materials import Material, list_materials, material
 from .physics.spectra import Spectrum
+from .projector import Projection, project
 from .volume import Phantom, Volume, load_ct
 
 __all__ = [
     "CArm",
     "Camera",
+    "Detector",
     "HUCalibration",
     "Material",
     "Phantom",
+    "Projection",
     "Spectrum",
     "Volume",
     "XsimInputError",
@@ -27,4 +31,5 @@ __all__ = [
     "load_ct",
     "material",
     "phantoms",
+    "project",
 ]
