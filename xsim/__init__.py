@@ -14,6 +14,8 @@ from .physics.calibration import HUCalibration
 from .physics.materials import Material, list_materials, material
 from .physics.spectra import Spectrum
 from .projector import Projection, project
+from .readout import Readout
+from .rendering import Rendering, render
 from .volume import Phantom, Volume, load_ct
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "Material",
     "Phantom",
     "Projection",
+    "Readout",
+    "Rendering",
     "Spectrum",
     "Volume",
     "XsimInputError",
@@ -32,4 +36,5 @@ __all__ = [
     "material",
     "phantoms",
     "project",
+    "render",
 ]

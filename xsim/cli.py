@@ -47,6 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", default="xsim-validation", help="output folder (default: %(default)s)")
     validate.add_argument("--list", action="store_true", help="list the studies and exit")
     validate.set_defaults(func=_cmd_validate)
+
+    demo = sub.add_parser("demo", help="render the built-in thorax phantom to a PNG (no data needed)")
+    demo.add_argument("--out", default="xsim-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
+
+    render = sub.add_parser("render", help="render one realistic image (PNG preview, float32 TIFF, HDF5)")
+    render.add_argument("source", metavar="CT_OR_PHANTOM",
+                        help="CT file/folder, phantom .h5, or a procedural phantom such as thorax:seed=3")
+    render.add_argument("--lao", type=float, default=0.0, help="LAO (>0) / RAO (<0) angle, deg")
+    render.add_argument("--cran", type=float, default=0.0, help="CRAN (>0) / CAUD (<0) angle, deg")
+    render.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
+                        help="isocenter, patient LPS mm")
+    render.add_argument("--kvp", type=float, default=80.0)
+    render.add_argument("--al-mm", type=float, default=2.5, help="total aluminium filtration, mm")
+    render.add_argument("--mas", type=float, default=1.0)
+    render.add_argument("--scatter", default="none", choices=["cnn", "mc", "none"])
+    render.add_argument("--no-noise", action="store_true")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("ROWS", "COLS"))
+    render.add_argument("--pixel-mm", type=float, default=0.6)
+    render.add_argument("--bits", type=int, default=8, choices=[8, 16], help="PNG preview depth")
+    render.add_argument("--out", required=True, help="output prefix: writes PREFIX.png, .tiff and .h5")
+    render.set_defaults(func=_cmd_render)
+
+    dataset = sub.add_parser("dataset", help="render datasets from a YAML spec")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    run = dataset_sub.add_parser("run", help="render (or resume) a dataset spec")
+    run.add_argument("spec", metavar="SPEC.yaml")
+    run.add_argument("--out", help="output folder (default: the spec's 'out')")
+    run.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    run.add_argument("--workers", type=int, help="local worker processes (default: CPU count; 0: in process)")
+    run.add_argument("--max-items", type=int, help="stop after this many items")
+    run.set_defaults(func=_cmd_dataset_run)
     return parser
 
 
@@ -105,6 +139,39 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = [name for name, passed in results.items() if not passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .rendering import demo
+
+    paths = demo(args.out, seed=args.seed)
+    print("\n".join(f"wrote {path}" for path in paths.values()))
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .geometry import CArm
+    from .physics.spectra import Spectrum
+    from .rendering import load_phantom, render
+
+    phantom = load_phantom(args.source)
+    camera = CArm(detector_shape=tuple(args.shape), pixel_mm=args.pixel_mm).view(
+        args.lao, args.cran, isocenter_mm=args.isocenter)
+    spectrum = Spectrum.tungsten(args.kvp, {"Al": args.al_mm})
+    rendering = render(phantom, camera, spectrum, mas=args.mas, scatter=args.scatter, noise=not args.no_noise,
+                       seed=args.seed)
+    for path in rendering.save(args.out, bits=args.bits).values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_dataset_run(args: argparse.Namespace) -> int:
+    from .datasets import run_dataset
+
+    summary = run_dataset(args.spec, out_dir=args.out, scheduler=args.scheduler, workers=args.workers,
+                          max_items=args.max_items)
+    print(summary)
+    return 1 if summary.failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
