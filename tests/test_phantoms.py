@@ -46,28 +46,100 @@ def test_slab_thickness_is_exact():
 def test_water_cylinder_volume():
     ph = phantoms.water_cylinder(diameter_mm=200.0, length_mm=200.0, voxel_mm=2.0)
     water = ph.material_names.index("water")
-    volume_mm3 = (ph.material_index == water).sum() * ph.spacing_mm.prod()
-    exact = math.pi * 100.0**2 * 200.0
-    assert abs(volume_mm3 / exact - 1) < 0.02  # measured +0.08 %
-    # exactly length / voxel slices hold water
+    # exactly length / voxel slices hold water: the end faces lie on voxel faces
     slices = (ph.material_index == water).any(axis=(0, 1)).sum()
     assert slices * 2.0 == 200.0
     cyl = ph.shapes[0]
     assert isinstance(cyl, Cylinder) and cyl.radius_mm == 100.0 and cyl.axis == "z"
+    binary = phantoms.water_cylinder(diameter_mm=200.0, length_mm=200.0, voxel_mm=2.0,
+                                     partial_volume=False)
+    volume_mm3 = (binary.material_index == water).sum() * binary.spacing_mm.prod()
+    exact = math.pi * 100.0**2 * 200.0
+    assert abs(volume_mm3 / exact - 1) < 0.02  # lattice counting; measured +0.08 %
 
 
 def test_ellipsoid_and_sphere():
-    ph = phantoms.ellipsoid(radii_mm=(30.0, 20.0, 40.0), center_mm=(5.0, -10.0, 15.0), voxel_mm=1.0)
+    ph = phantoms.ellipsoid(radii_mm=(30.0, 20.0, 40.0), center_mm=(5.0, -10.0, 15.0), voxel_mm=1.0,
+                            partial_volume=False)
     shp = ph.shapes[0]
     inside = ph.material_index == ph.material_names.index("water")
     assert abs(inside.sum() / (4 / 3 * math.pi * 30 * 20 * 40) - 1) < 0.02
-    # the voxelisation is the shape's contains() at voxel centres
+    # binary voxelisation is the shape's contains() at voxel centres
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in ph.shape], indexing="ij"), axis=-1)
     np.testing.assert_array_equal(inside, shp.contains(ph.voxel_to_world(ijk)))
+    assert set(np.unique(ph.density_g_cm3)) == {np.float32(material("air").density_g_cm3), 1.0}
+    # partial volume (the default) labels every voxel the shape touches, the binary ones included
+    pv = phantoms.ellipsoid(radii_mm=(30.0, 20.0, 40.0), center_mm=(5.0, -10.0, 15.0), voxel_mm=1.0)
+    assert (pv.material_index[inside] == pv.material_names.index("water")).all()
     centre = np.array(shp.center_mm)
     assert shp.intersection_mm(centre - (0, 0, 100), centre + (0, 0, 100)) == pytest.approx(80.0)
     sph = phantoms.sphere(radius_mm=10.0, voxel_mm=0.5).shapes[0]
     assert sph.radii_mm == (10.0, 10.0, 10.0)
+    with pytest.raises(XsimInputError, match="partial_volume"):
+        phantoms.sphere(partial_volume="yes")
+
+
+# Analytic phantoms with partial-volume voxels, and their exact volumes in mm^3. Off-lattice centre
+# and radii, a cylinder along x, and a dense shape in a dense background.
+PARTIAL = {
+    "sphere": (lambda v: phantoms.sphere(radius_mm=25.3, voxel_mm=v), 4 / 3 * math.pi * 25.3**3),
+    "ellipsoid": (lambda v: phantoms.ellipsoid(radii_mm=(30.2, 20.7, 24.1), center_mm=(5.3, -10.1, 7.7),
+                                               voxel_mm=v), 4 / 3 * math.pi * 30.2 * 20.7 * 24.1),
+    "cylinder": (lambda v: phantoms.water_cylinder(diameter_mm=41.3, length_mm=40.0, voxel_mm=v, axis="x"),
+                 math.pi * 20.65**2 * 40.0),
+    "bone in water": (lambda v: phantoms.sphere(radius_mm=12.3, material="cortical bone", voxel_mm=v,
+                                                background="water"), 4 / 3 * math.pi * 12.3**3),
+}
+
+
+@pytest.mark.parametrize("voxel_mm", [0.5, 1.0])
+@pytest.mark.parametrize("name", list(PARTIAL))
+def test_partial_volume_conserves_mass(name, voxel_mm):
+    # Issue 4: the voxelised shape's mass is its analytic volume x density within 0.1 %. Each voxel
+    # holds f rho_shape + (1 - f) rho_background, so the grid's mass is
+    # rho_shape V + rho_background (V_grid - V). Measured: |error| <= 5e-5 of the shape's mass.
+    make, volume_mm3 = PARTIAL[name]
+    ph = make(voxel_mm)
+    rho_shape = material(ph.shapes[0].material).density_g_cm3
+    rho_background = ph.materials[0].density_g_cm3
+    voxel_mm3 = voxel_mm**3
+    mass = ph.density_g_cm3.sum(dtype=float) * voxel_mm3  # g/cm^3 x mm^3: the same unit both sides
+    grid_mm3 = ph.density_g_cm3.size * voxel_mm3
+    expected = rho_shape * volume_mm3 + rho_background * (grid_mm3 - volume_mm3)
+    error = (mass - expected) / (rho_shape * volume_mm3)
+    assert abs(error) < 1e-3, error
+
+
+def test_partial_volume_fractions_per_voxel():
+    """Voxels wholly inside hold the shape's density, wholly outside the background's, and each cut
+    voxel the fraction of its volume inside, checked against random points in it (fixed seed)."""
+    ph = phantoms.ellipsoid(radii_mm=(5.3, 4.1, 6.2), center_mm=(0.3, -0.2, 0.1), voxel_mm=1.0)
+    shp = ph.shapes[0]
+    water, rho_air = ph.material_names.index("water"), np.float32(material("air").density_g_cm3)
+    density = ph.density_g_cm3.reshape(-1)
+    ijk = np.argwhere(np.ones(ph.shape, bool))
+    corners = np.argwhere(np.ones((2, 2, 2), bool)) - 0.5
+    whole = shp.contains(ph.voxel_to_world(ijk[:, None, :] + corners)).all(axis=1)  # convex shape
+    # outside the ellipsoid scaled by 1 + h / r_min, a voxel's points (within h = sqrt(3)/2 of its
+    # centre) are outside: the norm |x|_E = sqrt(sum((x_i / r_i)^2)) grows by at most |dx| / r_min
+    q = (ph.voxel_to_world(ijk) - shp.center_mm) / shp.radii_mm
+    empty = np.linalg.norm(q, axis=1) > 1 + math.sqrt(3) / 2 / min(shp.radii_mm)
+    assert (density[whole] == 1.0).all() and (density[empty] == rho_air).all()
+    f = (density.astype(float) - rho_air) / (1.0 - rho_air)
+    assert whole.sum() > 200 and ((f > 0) & (f < 1)).sum() > 200
+    assert f.min() >= 0.0 and f.max() <= 1.0 + 1e-6
+    np.testing.assert_array_equal(ph.material_index.reshape(-1) == water, f > 0)
+    # Random points: standard deviation <= 0.5 / sqrt(N) per voxel. The fractions' own error, from the
+    # midpoint rule over n x n lines per voxel, is at most 1 / (2n) where the surface is flat across
+    # it. Measured over 823 cut voxels: max 0.037, rms 0.005, mean -0.0002.
+    rng = np.random.default_rng(5)
+    cut = np.flatnonzero((f > 0) & (f < 1))
+    n_points = 4096
+    offsets = rng.uniform(-0.5, 0.5, size=(len(cut), n_points, 3))
+    points = ph.voxel_to_world(ijk[cut, None, :] + offsets)
+    sampled = shp.contains(points).mean(axis=1)
+    tolerance = 1 / (2 * phantoms._SUBLINES_PER_EDGE) + 5 * 0.5 / math.sqrt(n_points)
+    assert np.abs(f[cut] - sampled).max() < tolerance
 
 
 @pytest.mark.parametrize("shape", [

@@ -77,28 +77,50 @@ def test_slab_line_integral_equals_closed_form_chord():
     np.testing.assert_allclose(image[inside], WATER.density_g_cm3 * chord_mm[inside] / 10.0, rtol=1e-4)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: phantoms.sphere(radius_mm=30, voxel_mm=0.5),
-    lambda: phantoms.ellipsoid(radii_mm=(35, 25, 30), voxel_mm=0.5),
-    lambda: phantoms.water_cylinder(diameter_mm=60, length_mm=60, voxel_mm=0.5),
-], ids=["sphere", "ellipsoid", "cylinder"])
-def test_curved_shapes_against_closed_form_chord(make):
-    # Voxelised curved shapes differ from the analytic chord by the staircase of their surface: the voxel
-    # surface lies within half a voxel diagonal, sqrt(3)/2 * voxel, of the true one, which a ray crossing
-    # the surface at angle alpha turns into sqrt(3)/2 * voxel / sin(alpha) at each end of its chord; for a
-    # sphere sin(alpha) = chord / max chord (about so for the ellipsoid and cylinder). On average the
-    # staircase has no bias. Projector errors would show up as a bias or a breach of that bound.
-    ph = make()
-    cam = CArm(sdd_mm=1000, sid_mm=700, detector_shape=(96, 96), pixel_mm=1.6).view(lao_deg=25, cran_deg=15)
-    chord_mm = ph.shapes[0].intersection_mm(cam.source_mm, cam.pixel_rays()[0])
+def _eroded(shape, depth_mm):
+    """The shape with each semi-axis (the cylinder: radius and half-length) shortened by depth_mm: a ray
+    through it passes depth_mm or more inside the surface (exactly for the sphere and the cylinder, about
+    so for the ellipsoid)."""
+    if isinstance(shape, phantoms.Ellipsoid):
+        return dataclasses.replace(shape, radii_mm=tuple(r - depth_mm for r in shape.radii_mm))
+    return dataclasses.replace(shape, radius_mm=shape.radius_mm - depth_mm, length_mm=shape.length_mm - 2 * depth_mm)
+
+
+# Sizes for 0.5 mm voxels, scaled by voxel_mm / 0.5 so that every case spans the same ~120 voxels.
+CURVED_SHAPES = {
+    "sphere": lambda s, v: phantoms.sphere(radius_mm=30 * s, voxel_mm=v),
+    "ellipsoid": lambda s, v: phantoms.ellipsoid(radii_mm=(35 * s, 25 * s, 30 * s), voxel_mm=v),
+    "cylinder": lambda s, v: phantoms.water_cylinder(diameter_mm=60 * s, length_mm=60 * s, voxel_mm=v),
+}
+
+
+@pytest.mark.parametrize("voxel_mm", [0.5, 1.0])
+@pytest.mark.parametrize("name", list(CURVED_SHAPES))
+def test_curved_shapes_against_closed_form_chord(name, voxel_mm):
+    # Issue 4: through analytic shapes voxelised (partial volume) at 0.5-1 mm, each pixel's line integral is
+    # its closed-form chord (Ellipsoid/Cylinder.intersection_mm) x density within 1 %, away from the edges.
+    # What "away from the edges" means: a voxel model is piecewise constant, so where a ray crosses the
+    # surface, its path through the voxels the surface cuts (~ voxel / cos(incidence)) carries an aliasing
+    # error, a fraction of that path set by where the ray passes the lattice (zero mean; computing the
+    # fractions with 4x4, 8x8 or 16x16 sub-lines changes it by < 0.1 % of the chord). For a convex shape
+    # that path is ~ voxel / (4 depth) of the chord at each end, depth = how far inside the silhouette the
+    # ray runs, whatever the shape's size; so we test the rays 16 voxels deep or more (path <= 1/64 of the
+    # chord per end). Measured max per-pixel error at depth >= 2 / 4 / 8 / 12 / 16 voxels: 1.5-3.2 /
+    # 1.2-2.3 / 0.7-1.4 / 0.5-1.0 / 0.4-0.8 %; at chord > 20 % / 50 % of the maximum: 1.6-3.2 / 0.6-1.4 %;
+    # mean 0.1-0.3 % at every threshold. Binary voxels (centre inside): 1.0-1.9 % at 16 voxels deep.
+    scale = voxel_mm / 0.5
+    ph = CURVED_SHAPES[name](scale, voxel_mm)
+    cam = CArm(sdd_mm=1000, sid_mm=700, detector_shape=(96, 96), pixel_mm=1.6 * scale).view(lao_deg=25, cran_deg=15)
+    source, pixels = cam.source_mm, cam.pixel_rays()[0]
+    chord_mm = ph.shapes[0].intersection_mm(source, pixels)
     path_mm = project(ph, cam, energy_keV=60.0).line_integrals["water"] * 10.0 / WATER.density_g_cm3
-    fraction = chord_mm / chord_mm.max()
-    inside = fraction > 0.2
-    voxel_mm = 0.5
-    bound_mm = 2 * (np.sqrt(3) / 2 * voxel_mm) / fraction[inside]
-    assert np.all(np.abs(path_mm[inside] - chord_mm[inside]) < bound_mm)
-    bias = path_mm[inside].sum() / chord_mm[inside].sum() - 1.0
-    assert abs(bias) < 1e-3
+    deep = _eroded(ph.shapes[0], 16 * voxel_mm).intersection_mm(source, pixels) > 0
+    assert deep.sum() > 1000
+    error = np.abs(path_mm[deep] / chord_mm[deep] - 1.0)
+    assert error.max() < 0.01, error.max()
+    # and no bias over the whole shape, edges included: measured |bias| <= 0.04 % (chord > 20 % of the max)
+    inside = chord_mm > 0.2 * chord_mm.max()
+    assert abs(path_mm[inside].sum() / chord_mm[inside].sum() - 1.0) < 1e-3
 
 
 def test_projected_centre_of_small_sphere_matches_project_points():

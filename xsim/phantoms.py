@@ -6,10 +6,13 @@ patient's left, +y posterior, +z superior; the patient lies supine), centred on 
 unless stated. Analytic phantoms carry their exact geometry in ``phantom.shapes`` (shapes with
 ``contains`` and ``intersection_mm``); anthropomorphic ones carry named ``phantom.landmarks``.
 
-Voxelisation: a voxel takes the material of the last shape that contains its centre. Structures
-thinner than the voxel (wires, small vessels) are widened to a radius of 0.75 voxel, which no voxel
-lattice can miss, and their density is lowered by (r / r_wide)^2, which keeps their mass per
-unit length, hence the line integral across them, on average.
+Voxelisation of the analytic phantoms (sphere, ellipsoid, cylinder) is partial-volume by default: a
+voxel the surface cuts holds the fraction of its volume inside the shape, computed from the shapes'
+closed-form chords, so masses are exact and line integrals unbiased (see :func:`ellipsoid`).
+Anthropomorphic phantoms are binary: a voxel takes the material of the last shape that contains
+its centre. Structures thinner than the voxel (wires, small vessels) are widened to a radius of
+0.75 voxel, which no voxel lattice can miss, and their density is lowered by (r / r_wide)^2, which
+keeps their mass per unit length, hence the line integral across them, on average.
 """
 from __future__ import annotations
 
@@ -33,6 +36,12 @@ _AXES = {"x": 0, "y": 1, "z": 2}
 _LUNG_DENSITY_G_CM3 = (0.22, 0.30)
 _TRABECULAR_DENSITY_G_CM3 = (1.10, 1.25)
 _THIN_RADIUS_VOXELS = 0.75  # >= sqrt(2)/2: every line lies within this of some voxel centre line
+# Partial volume: n x n closed-form chords per voxel (see _volume_fractions); a surface flat
+# across a voxel is misplaced by at most half a line spacing, 1/(2n) of the voxel. 4, 8 and 16 give
+# the same projected line integrals within 0.1 % of the chord (voxel aliasing limits those, not n);
+# at 8 a 0.5 mm grid of a 40 mm radius sphere takes ~0.6 s.
+_SUBLINES_PER_EDGE = 8
+_LINES_PER_CHUNK = 1 << 20  # bounds the memory of _volume_fractions (~100 MB of temporaries)
 
 
 # --- analytic shapes -----------------------------------------------------------------------------
@@ -69,6 +78,10 @@ class _Shape:
 
     def _interval(self, s: np.ndarray, d: np.ndarray):
         raise NotImplementedError
+
+    def _line_axis(self) -> int:
+        """World axis along which :func:`_volume_fractions` integrates in closed form."""
+        return 2
 
     def contains(self, points_mm: Any) -> np.ndarray:
         """Whether world points (..., 3) in mm lie inside (boundary included)."""
@@ -137,6 +150,9 @@ class Cylinder(_Shape):
     axis: str
     material: str
 
+    def _line_axis(self) -> int:
+        return min(i for i in range(3) if i != _AXES[self.axis])  # across the curved side
+
     def _split(self, v: np.ndarray):
         a = _AXES[self.axis]
         radial = [i for i in range(3) if i != a]
@@ -154,6 +170,65 @@ class Cylinder(_Shape):
         half = np.array([self.length_mm / 2])
         a0, a1 = _slab_interval(along_s, along_d, -half, half)
         return np.maximum(r0, a0), np.minimum(r1, a1)
+
+
+def _column_coverage(u0: np.ndarray, u1: np.ndarray, column: np.ndarray, n_columns: int,
+                     n_voxels: int) -> np.ndarray:
+    """Per column and voxel k, the summed length of the column's line intervals [u0, u1] in voxel k.
+
+    u0 <= u1 are in voxel units along the column (voxel k spans [k, k + 1]). A line covers voxel k
+    by r(u1) - r(u0), with r(u) = clip(u - k, 0, 1): 1 below floor(u), frac(u) at floor(u), 0
+    above. Summed over lines, the 1s are a cumulative count of (floor(u0) <= k) - (floor(u1) <= k).
+    """
+    size = n_columns * (n_voxels + 1)
+
+    def bins(u):
+        whole = np.floor(u)
+        return (column * (n_voxels + 1) + whole.astype(np.intp)).ravel(), (u - whole).ravel()
+
+    (b0, r0), (b1, r1) = bins(u0), bins(u1)
+    ones = np.bincount(b0, minlength=size) - np.bincount(b1, minlength=size)
+    parts = np.bincount(b1, r1, size) - np.bincount(b0, r0, size)
+    covered = ones.reshape(n_columns, -1).cumsum(axis=1) + parts.reshape(n_columns, -1)
+    return covered[:, :-1]
+
+
+def _volume_fractions(shape_obj: _Shape, origin_mm: np.ndarray, voxel_mm: float,
+                      grid_shape: tuple[int, int, int], n: int = _SUBLINES_PER_EDGE) -> np.ndarray:
+    """Fraction of each voxel's volume inside ``shape_obj`` (float32 in [0, 1], x, y, z order).
+
+    f = (1 / n^2) sum over n x n lines of |[t0, t1] & voxel| / voxel_mm: the lines run along
+    ``shape_obj._line_axis()`` through the midpoints of an n x n grid on the voxel's cross-section,
+    and [t0, t1] is each line's closed-form interval inside the shape (the one ``intersection_mm``
+    uses). Exact along the lines, midpoint rule across them; a voxel wholly inside gets exactly 1,
+    one wholly outside exactly 0. Each line crosses its whole column of voxels at once, so the cost
+    is n^2 closed forms per column, not per voxel.
+    """
+    a = shape_obj._line_axis()
+    b, c = (i for i in range(3) if i != a)
+    n_a, n_b, n_c = grid_shape[a], grid_shape[b], grid_shape[c]
+    offsets = (np.arange(n) + 0.5) / n - 0.5
+    sub_b = origin_mm[b] + voxel_mm * (np.arange(n_b)[:, None] + offsets).ravel()
+    sub_c = origin_mm[c] + voxel_mm * (np.arange(n_c)[:, None] + offsets).ravel()
+    direction = np.zeros(3)
+    direction[a] = 1.0  # unit: t is in mm from the grid's lower face along a
+    column_c = np.arange(n * n_c) // n
+    out = np.empty((n_b, n_c, n_a), dtype=np.float32)
+    rows = max(1, _LINES_PER_CHUNK // (n * n * n_c))
+    for b0 in range(0, n_b, rows):
+        b1 = min(n_b, b0 + rows)
+        starts = np.empty((n * (b1 - b0), n * n_c, 3))
+        starts[..., a] = origin_mm[a] - voxel_mm / 2
+        starts[..., b] = sub_b[n * b0 : n * b1, None]
+        starts[..., c] = sub_c[None, :]
+        t0, t1 = shape_obj._interval(starts, direction)
+        u0 = np.clip(t0 / voxel_mm, 0.0, n_a)
+        u1 = np.maximum(np.clip(t1 / voxel_mm, 0.0, n_a), u0)  # a missed line: t0 = inf > t1
+        column = (np.arange(n * (b1 - b0)) // n)[:, None] * n_c + column_c[None, :]
+        n_col = (b1 - b0) * n_c
+        inside = _column_coverage(u0, u1, column, n_col, n_a)
+        out[b0:b1] = inside.reshape(b1 - b0, n_c, n_a) / (n * n)
+    return np.moveaxis(out, (0, 1, 2), (b, c, a))
 
 
 @functools.lru_cache(maxsize=1)
@@ -391,6 +466,7 @@ def water_cylinder(
     voxel_mm: float = 1.0,
     axis: str = "z",
     material: str = "water",
+    partial_volume: bool = True,
 ) -> Phantom:
     """A cylinder in air, centred on the world origin, with two voxels of air all round.
 
@@ -406,21 +482,32 @@ def water_cylinder(
         Cylinder axis; default 'z', the patient's long axis.
     material : str
         Material name (default water).
+    partial_volume : bool
+        True (default): a voxel the surface cuts holds the shape's material at density
+        f rho + (1 - f) rho_background, f its volume fraction inside the shape (from
+        8 x 8 closed-form chords per voxel). The mass is then the exact shape's (to 1e-5) and
+        projected line integrals are unbiased, each within 1 % of the closed-form chord for rays
+        16 voxels or more inside the silhouette (nearer the edge a voxel grid aliases more). The
+        background's share of a cut voxel is counted in the shape's material: negligible for air
+        (0.0012 g/cm^3), an approximate mixture (right mass, the shape's composition) for a dense
+        background. False: binary voxels, each taking the material that contains its centre.
 
     Returns
     -------
     Phantom
-        Materials air and ``material``; ``shapes`` holds the exact :class:`Cylinder`.
+        Materials air and ``material``; ``shapes`` holds the exact :class:`Cylinder`. The end
+        faces lie on voxel faces, so only the curved side has partial voxels.
     """
     check_positive("voxel_mm", voxel_mm, unit="mm")
     check_positive("diameter_mm", diameter_mm, unit="mm")
     check_choice("axis", axis, _AXES)
+    check_type("partial_volume", partial_volume, bool)
     n_len = _count("length_mm", length_mm, voxel_mm) + 4
     n_dia = math.ceil(diameter_mm / voxel_mm) + 4
     shape = [n_dia, n_dia, n_dia]
     shape[_AXES[axis]] = n_len  # same parity as the length: exactly length / voxel slices inside
     cyl = Cylinder((0.0, 0.0, 0.0), diameter_mm / 2, float(length_mm), axis, material)
-    return _paint_shape(cyl, tuple(shape), voxel_mm, (0.0, 0.0, 0.0), "air")
+    return _paint_shape(cyl, tuple(shape), voxel_mm, (0.0, 0.0, 0.0), "air", partial_volume)
 
 
 def ellipsoid(
@@ -429,6 +516,7 @@ def ellipsoid(
     material: str = "water",
     voxel_mm: float = 1.0,
     background: str = "air",
+    partial_volume: bool = True,
 ) -> Phantom:
     """An axis-aligned ellipsoid on a grid centred on it, with two voxels of background all round.
 
@@ -442,6 +530,15 @@ def ellipsoid(
         Material names of the ellipsoid and of the rest of the grid.
     voxel_mm : float
         Cubic voxel edge, mm.
+    partial_volume : bool
+        True (default): a voxel the surface cuts holds the shape's material at density
+        f rho + (1 - f) rho_background, f its volume fraction inside the shape (from
+        8 x 8 closed-form chords per voxel). The mass is then the exact shape's (to 1e-5) and
+        projected line integrals are unbiased, each within 1 % of the closed-form chord for rays
+        16 voxels or more inside the silhouette (nearer the edge a voxel grid aliases more). The
+        background's share of a cut voxel is counted in the shape's material: negligible for air
+        (0.0012 g/cm^3), an approximate mixture (right mass, the shape's composition) for a dense
+        background. False: binary voxels, each taking the material that contains its centre.
 
     Returns
     -------
@@ -449,6 +546,7 @@ def ellipsoid(
         ``shapes`` holds the exact :class:`Ellipsoid`.
     """
     check_positive("voxel_mm", voxel_mm, unit="mm")
+    check_type("partial_volume", partial_volume, bool)
     radii = np.asarray(radii_mm, dtype=float)
     center = np.asarray(center_mm, dtype=float)
     if radii.shape != (3,) or center.shape != (3,):
@@ -457,7 +555,7 @@ def ellipsoid(
     check_positive("radii_mm", radii, unit="mm")
     shape = tuple(int(math.ceil(2 * r / voxel_mm)) + 4 for r in radii)
     shp = Ellipsoid(tuple(center.tolist()), tuple(radii.tolist()), material)
-    return _paint_shape(shp, shape, voxel_mm, center, background)
+    return _paint_shape(shp, shape, voxel_mm, center, background, partial_volume)
 
 
 def sphere(
@@ -466,16 +564,27 @@ def sphere(
     material: str = "water",
     voxel_mm: float = 1.0,
     background: str = "air",
+    partial_volume: bool = True,
 ) -> Phantom:
-    """A sphere: :func:`ellipsoid` with three equal radii (``shapes`` holds an Ellipsoid)."""
+    """A sphere: :func:`ellipsoid` with three equal radii (``shapes`` holds an Ellipsoid).
+
+    Partial-volume voxels by default, as :func:`ellipsoid` describes.
+    """
     check_positive("radius_mm", radius_mm, unit="mm")
-    return ellipsoid((radius_mm,) * 3, center_mm, material, voxel_mm, background)
+    return ellipsoid((radius_mm,) * 3, center_mm, material, voxel_mm, background, partial_volume)
 
 
-def _paint_shape(shape_obj, grid_shape, voxel_mm, center, background) -> Phantom:
+def _paint_shape(shape_obj, grid_shape, voxel_mm, center, background, partial_volume) -> Phantom:
     b = _Builder(grid_shape, voxel_mm, center_mm=center, background=background)
-    b.paint(shape_obj.material, shape_obj._mask, b.origin_mm,
-            b.origin_mm + voxel_mm * np.array(grid_shape))
+    if not partial_volume:
+        b.paint(shape_obj.material, shape_obj._mask, b.origin_mm,
+                b.origin_mm + voxel_mm * np.array(grid_shape))
+        return b.phantom(shapes=(shape_obj,))
+    f = _volume_fractions(shape_obj, b.origin_mm, voxel_mm, grid_shape)
+    k = b._material(shape_obj.material)
+    # volume-weighted mixture, exact at f = 0 and f = 1: the shape's part plus the background's
+    b.density = f * np.float32(b.materials[k].density_g_cm3) + (1 - f) * b.density
+    b.index[f > 0] = k
     return b.phantom(shapes=(shape_obj,))
 
 
