@@ -11,9 +11,7 @@ log-log, with the NIST points; and the deviation in per cent).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from xsim.physics.materials import material  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.02
@@ -96,15 +95,6 @@ def _plot(table: pd.DataFrame):
     return fig
 
 
-def _save_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
 
 def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> bool:
     """Run the comparison, write the CSV and PNG to ``out_dir``; return True on PASS.
@@ -115,11 +105,8 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     out_dir.mkdir(parents=True, exist_ok=True)
     table = compare()
     fig = _plot(table)
-    _save_atomic(out_dir / "attenuation_vs_nist.csv",
-                 lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
-    _save_atomic(out_dir / "attenuation_vs_nist.png",
-                 lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_table(table, out_dir / "attenuation_vs_nist.csv")
+    save_figure(fig, out_dir / "attenuation_vs_nist.png")
     worst = table.loc[table.groupby(["material", "quantity"], sort=False)
                       .deviation_percent.apply(lambda d: d.abs().idxmax())]
     for _, row in worst.iterrows():
@@ -132,8 +119,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR, help="output folder")
-    parser.add_argument("--quick", action="store_true", help="same as the full study")
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR, quick_help="same as the full study")

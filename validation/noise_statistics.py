@@ -16,7 +16,6 @@ Run: ``python -m validation.noise_statistics [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import xsim  # noqa: E402
 from xsim.detector import Detector  # noqa: E402
 from xsim.readout import Readout, spectral_spread_factor  # noqa: E402
 from xsim.rendering import render  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 from xsim.volume import Phantom  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
@@ -87,9 +87,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     table = pd.DataFrame(rows)
     passed = bool((table["status"] == "PASS").all())
 
-    tmp = out_dir / ".noise_statistics.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "noise_statistics.csv")
+    save_table(table, out_dir / "noise_statistics.csv")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for case, group in table.groupby("case"):
         ax.semilogx(group["mas"], group["mean_ratio"], "o-", label=f"mean, {case}")
@@ -101,10 +99,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp_png = out_dir / ".noise_statistics.png.tmp"
-    fig.savefig(tmp_png, dpi=120, format="png")
-    plt.close(fig)
-    os.replace(tmp_png, out_dir / "noise_statistics.png")
+    save_figure(fig, out_dir / "noise_statistics.png")
 
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table[["case", "mas", "mean_photons_per_pixel", "electronic_fraction_of_var", "mean_ratio",
@@ -114,8 +109,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR)
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR, quick_help="100 frames and half the exposures")

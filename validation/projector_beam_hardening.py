@@ -15,9 +15,7 @@ Run: ``python -m validation.projector_beam_hardening [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +31,7 @@ from xsim.geometry import CArm  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
 from xsim.projector import project  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 KVPS = (60, 80, 100, 120)
@@ -46,16 +45,6 @@ def _reference_transmission(spectrum, detector, cos, x_cm, mu_cm):
     weight = spectrum.fluence * detector.energy_weight_keV(spectrum.energies_keV[None, None, :], cos[..., None])
     return (weight * np.exp(-mu_cm * x_cm[..., None])).sum(-1) / weight.sum(-1)
 
-
-def _save_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> bool:
@@ -106,9 +95,8 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     table = pd.DataFrame(rows)
     csv_path = out_dir / "projector_beam_hardening.csv"
     png_path = out_dir / "projector_beam_hardening.png"
-    _save_atomic(csv_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
-    _save_atomic(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_table(table, csv_path)
+    save_figure(fig, png_path)
     with pd.option_context("display.width", 200):
         print(table.to_string(index=False))
     passed = bool((table["status"] == "PASS").all())
@@ -119,8 +107,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR, help="output folder")
-    parser.add_argument("--quick", action="store_true", help="three thicknesses instead of eight")
-    args = parser.parse_args()
-    raise SystemExit(0 if main(out_dir=args.out, quick=args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR, quick_help="three thicknesses instead of eight")

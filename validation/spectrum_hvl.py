@@ -20,9 +20,7 @@ Run: ``python -m validation.spectrum_hvl [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +31,7 @@ import pandas as pd  # noqa: E402
 import spekpy  # noqa: E402
 
 from xsim.physics.spectra import Spectrum  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 KVPS = (50, 60, 70, 80, 90, 100, 120, 150)
@@ -58,16 +57,6 @@ def _spekpy_hvl_mm(kvp: float, al_mm: float) -> float:
     spek = spekpy.Spek(kvp=kvp, th=12, dk=0.5, mu_data_source="nist").filter("Al", al_mm)
     return float(spek.get_hvl1())
 
-
-def _save_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> bool:
@@ -123,9 +112,8 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
     table = pd.DataFrame(rows)
     csv_path, png_path = out_dir / "spectrum_hvl.csv", out_dir / "spectrum_hvl.png"
-    _save_atomic(csv_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
-    _save_atomic(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_table(table, csv_path)
+    save_figure(fig, png_path)
 
     shown = ["case", "quantity", "xsim", "reference", "rel_deviation", "status"]
     with pd.option_context("display.width", 200, "display.max_colwidth", 70):
@@ -138,8 +126,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR, help="output folder")
-    parser.add_argument("--quick", action="store_true", help="three tube potentials instead of eight")
-    args = parser.parse_args()
-    raise SystemExit(0 if main(out_dir=args.out, quick=args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR, quick_help="three tube potentials instead of eight")

@@ -17,13 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .checks import XsimInputError, check_choice
+from .fileio import atomic_path
 
 __all__ = ["write_png", "write_tiff", "write_hdf5", "write_rendering_group", "read_rendering_group",
            "save_rendering"]
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_png(path: str | os.PathLike, image01: np.ndarray, bits: int = 8) -> Path:
@@ -37,9 +34,8 @@ def write_png(path: str | os.PathLike, image01: np.ndarray, bits: int = 8) -> Pa
     top = 2**bits - 1
     q = np.rint(np.clip(np.nan_to_num(arr), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
     path = Path(path)
-    tmp = _tmp(path)
-    Image.fromarray(q).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(q).save(tmp, format="PNG")
     return path
 
 
@@ -51,10 +47,9 @@ def write_tiff(path: str | os.PathLike, image: np.ndarray, description: dict | N
     if arr.ndim != 2:
         raise XsimInputError(f"image must be 2D, got shape {arr.shape}")
     path = Path(path)
-    tmp = _tmp(path)
     info = {270: json.dumps(description)} if description else {}
-    Image.fromarray(arr, mode="F").save(tmp, format="TIFF", tiffinfo=info)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr, mode="F").save(tmp, format="TIFF", tiffinfo=info)
     return path
 
 
@@ -88,12 +83,10 @@ def write_hdf5(path: str | os.PathLike, rendering) -> Path:
     import h5py
 
     path = Path(path)
-    tmp = _tmp(path)
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = "xsim.Rendering"
         f.attrs["format_version"] = 1
         write_rendering_group(f, rendering)
-    os.replace(tmp, path)
     return path
 
 

@@ -50,3 +50,35 @@ def run_studies(names: list[str] | None = None, out_dir: str | Path = "xsim-vali
         module = importlib.import_module(f"{_PACKAGE}.{name}")
         results[name] = bool(module.main(out_dir=Path(out_dir) / name, quick=quick))
     return results
+
+
+def save_table(table, path: str | Path) -> Path:
+    """Write a study's pandas table as CSV (6 significant digits), atomically."""
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Write a study's matplotlib figure as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def study_cli(main, description: str, default_out: str | Path, quick_help: str = "the fast version") -> None:
+    """Command line of a study run as a script: ``--out DIR --quick``; exits 0 on PASS, 1 on FAIL."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=default_out, help="output folder (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    args = parser.parse_args()
+    raise SystemExit(0 if main(out_dir=args.out, quick=args.quick) else 1)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .checks import XsimInputError, check_range
+from .fileio import atomic_path
 from .physics.calibration import HUCalibration
 from .physics.materials import Material, material
 
@@ -361,8 +362,7 @@ class Phantom(_VoxelGrid):
         import h5py
 
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["format"] = _PHANTOM_FORMAT
             f.attrs["format_version"] = _PHANTOM_FORMAT_VERSION
             f.attrs["world"] = "patient LPS, mm; affine maps voxel index (i, j, k, 1) to world"
@@ -375,7 +375,6 @@ class Phantom(_VoxelGrid):
             f.create_dataset("material_index", data=self.material_index, compression="gzip")
             f.create_dataset("density_g_cm3", data=self.density_g_cm3, compression="gzip")
             f.create_dataset("affine", data=self._affine)
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from xsim.checks import XsimInputError, check_choice, check_range, check_type
+from xsim.fileio import atomic_path
 from xsim.physics.materials import Material, material
 
 #: Energy range of xsim's attenuation tables; every spectrum bin centre must lie inside it.
@@ -271,14 +271,8 @@ class Spectrum:
             "per mm^2 at 1 m)",
         ]
         lines += [f"{e!r},{f!r}" for e, f in zip(self.energies_keV.tolist(), self.fluence.tolist())]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write("\n".join(lines) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     # ----------------------------------------------------------------------------------------
     # derived quantities
