@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from xsim.montecarlo import _CheckParams, _TransportParams
 from xsim.paths import kernels_dir
 from xsim.projector import ProjectParams
 from xsim.runtime import translation_unit
@@ -127,6 +128,8 @@ def test_nvrtc_compiles(path):
     ("rng_check.cu", "rng_check", RngCheckParams),
     ("portable_check.cu", "portable_check", PortableCheckParams),
     ("project.cu", "project", ProjectParams),
+    ("mc_transport.cu", "mc_transport", _TransportParams),
+    ("mc_check.cu", "mc_check", _CheckParams),
 ])
 def test_nvrtc_compiles_with_layout_checks(source, entry, params):
     status, log = nvrtc_compile(translation_unit(KERNELS_DIR / source, entry, params),

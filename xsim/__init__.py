@@ -10,6 +10,7 @@ from . import phantoms
 from .checks import XsimInputError
 from .detector import Detector
 from .geometry import Camera, CArm
+from .montecarlo import AntiScatterGrid, MCResult, monte_carlo
 from .physics.calibration import HUCalibration
 from .physics.materials import Material, list_materials, material
 from .physics.spectra import Spectrum
@@ -19,10 +20,12 @@ from .rendering import Rendering, render
 from .volume import Phantom, Volume, load_ct
 
 __all__ = [
+    "AntiScatterGrid",
     "CArm",
     "Camera",
     "Detector",
     "HUCalibration",
+    "MCResult",
     "Material",
     "Phantom",
     "Projection",
@@ -34,6 +37,7 @@ __all__ = [
     "list_materials",
     "load_ct",
     "material",
+    "monte_carlo",
     "phantoms",
     "project",
     "render",

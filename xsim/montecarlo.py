@@ -1,0 +1,975 @@
+"""Monte Carlo photon transport, the reference path: primary, scatter and energy-deposition tallies.
+
+Owns :func:`monte_carlo` (the driver of ``kernels/mc_transport.cu``), :class:`MCResult` (images, 3D
+energy deposit, uncertainties by batches, HDF5 save/load), :class:`AntiScatterGrid`, the tables the kernel
+reads (:class:`PhysicsTables`, :class:`RegionMajorants`), the sampler checks behind the statistical tests
+(:func:`sample_angles`, :func:`sample_alias`) and :func:`run_mc_command` (the ``xsim mc`` command).
+Physics model, approximations and units: docs/monte_carlo.md.
+
+Units
+-----
+Images: the projector's (:func:`xsim.projector.project`) ``.primary`` units: detector signal (keV, or
+counts for a photon-counting detector) per pixel per mAs for a tube spectrum, per unit fluence (one
+photon per mm^2 at 1 m) for a monoenergetic beam. Energy deposit: eV per emitted photon, where the
+emitted photons are those of the collimated field (the solid angle of the detector rectangle).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import time
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import runtime
+from .checks import XsimInputError, check_positive, check_range, check_type
+from .geometry import Camera
+from .physics.materials import AVOGADRO_PER_MOL, Material
+from .physics.spectra import Spectrum
+from .physics import tables as element_tables
+from .projector import VoxelGrid, voxel_grid
+from .volume import Phantom
+
+__all__ = ["ENERGY_RANGE_KEV", "AntiScatterGrid", "MCResult", "PhysicsTables", "RegionMajorants", "monte_carlo",
+           "run_mc_command", "sample_alias", "sample_angles"]
+
+ENERGY_RANGE_KEV = (1.0, 150.0)  # table range: spectra must have no fluence outside it
+ENERGY_STEP_KEV = 0.1  # linear grid; interpolation error < 0.1 % above 10 keV away from edges (tested)
+X_STEP_PER_A = 0.01  # x = sin(theta/2)/lambda grid for S(x) and the F^2 cumulative, 1/Angstrom
+HC_KEV_A = 12.39842  # h c, keV Angstrom (CODATA 2018)
+MAX_MATERIALS = 256  # uint8 material index
+FIXED_SCALE = 2.0**20  # fixed-point units per keV: a batch's totals stay below 2^63 (see MAX_BATCH_PHOTONS)
+MAX_BATCH_PHOTONS = 2**63 / (FIXED_SCALE * ENERGY_RANGE_KEV[1]) / 2  # 2.9e10: half the headroom of a tally
+IMAGE_KINDS = ("primary", "compton", "rayleigh", "multiple")
+ENERGY_SLOTS = ("incident", "deposited", "reached_plane", "escaped_elsewhere", "deposited_world")
+_ENERGY_ROWS, _ENERGY_COLS = 256, 8  # XSIM_MC_ENERGY_ROWS, XSIM_MC_ENERGY_COLS in mc_transport.cu
+_IDEAL_MU_T = 1e30  # stands for an infinitely thick detector (inf would make the interpolation NaN)
+_FORMAT = "xsim.MCResult"
+_FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kernel parameter mirrors
+class _Field(ctypes.Structure):
+    """Mirror of ``xsim::mc::Field`` in kernels/mc_source.cuh."""
+
+    _fields_ = [
+        ("corner_mm", ctypes.c_float * 3),
+        ("edge_a_mm", ctypes.c_float * 3),
+        ("edge_b_mm", ctypes.c_float * 3),
+        ("normal", ctypes.c_float * 3),
+        ("inv_cos3_max", ctypes.c_float),
+        ("depth_mm", ctypes.c_float),
+    ]
+
+
+class _FocalSpot(ctypes.Structure):
+    """Mirror of ``xsim::mc::FocalSpot`` in kernels/mc_source.cuh."""
+
+    _fields_ = [
+        ("centre_mm", ctypes.c_float * 3),
+        ("axis_a", ctypes.c_float * 3),
+        ("axis_b", ctypes.c_float * 3),
+        ("size_mm", ctypes.c_float),
+        ("kind", ctypes.c_int32),
+    ]
+
+
+class _Grid(ctypes.Structure):
+    """Mirror of ``xsim::mc::Grid`` in kernels/mc_detector.cuh."""
+
+    _fields_ = [
+        ("enabled", ctypes.c_int32),
+        ("focused", ctypes.c_int32),
+        ("across", ctypes.c_float * 3),
+        ("focus_mm", ctypes.c_float * 3),
+        ("height_mm", ctypes.c_float),
+        ("period_mm", ctypes.c_float),
+        ("strip_mm", ctypes.c_float),
+    ]
+
+
+class _TransportParams(runtime.Params):
+    """Mirror of ``McTransportParams`` in kernels/mc_transport.cu."""
+
+    _fields_ = [
+        ("seed", ctypes.c_uint64),
+        ("first_photon", ctypes.c_uint64),
+        ("voxels", runtime.array(np.uint32, "in")),
+        ("grid", VoxelGrid),
+        ("source", _FocalSpot),
+        ("field", _Field),
+        ("det_origin_mm", ctypes.c_float * 3),
+        ("det_dual_u", ctypes.c_float * 3),
+        ("det_dual_v", ctypes.c_float * 3),
+        ("det_shape", ctypes.c_int32 * 2),
+        ("alias_prob", runtime.array(np.float32, "in")),
+        ("alias_index", runtime.array(np.int32, "in")),
+        ("alias_energy_keV", runtime.array(np.float32, "in")),
+        ("n_spectrum", ctypes.c_int32),
+        ("e_min_keV", ctypes.c_float),
+        ("inv_de_keV", ctypes.c_float),
+        ("n_e", ctypes.c_int32),
+        ("dx", ctypes.c_float),
+        ("inv_dx", ctypes.c_float),
+        ("n_x", ctypes.c_int32),
+        ("xs", runtime.array(np.float32, "in")),
+        ("majorant_per_mm", runtime.array(np.float32, "in")),
+        ("block", ctypes.c_int32),
+        ("blocks", ctypes.c_int32 * 3),
+        ("bin_log_e_min", ctypes.c_float),
+        ("bin_inv_log_width", ctypes.c_float),
+        ("n_bins", ctypes.c_int32),
+        ("compton_s", runtime.array(np.float32, "in")),
+        ("rayleigh_cum", runtime.array(np.float32, "in")),
+        ("det_mu_t", runtime.array(np.float32, "in")),
+        ("det_signal", runtime.array(np.float32, "in")),
+        ("grid_strips", _Grid),
+        ("grid_mu_interspace", runtime.array(np.float32, "in")),
+        ("grid_mu_strip", runtime.array(np.float32, "in")),
+        ("world_material", ctypes.c_int32),
+        ("world_density_g_cm3", ctypes.c_float),
+        ("world_centre_mm", ctypes.c_float * 3),
+        ("world_radius_mm", ctypes.c_float),
+        ("images", runtime.array(np.uint64)),
+        ("deposit", runtime.array(np.uint64, optional=True)),
+        ("energy", runtime.array(np.uint64)),
+        ("fixed_scale", ctypes.c_double),
+    ]
+
+
+class _CheckParams(runtime.Params):
+    """Mirror of ``McCheckParams`` in kernels/mc_check.cu."""
+
+    _fields_ = [
+        ("seed", ctypes.c_uint64),
+        ("kind", ctypes.c_int32),
+        ("energy_keV", ctypes.c_float),
+        ("dx", ctypes.c_float),
+        ("inv_dx", ctypes.c_float),
+        ("n_x", ctypes.c_int32),
+        ("table", runtime.array(np.float32, "in")),
+        ("alias_index", runtime.array(np.int32, "in", optional=True)),
+        ("out", runtime.array(np.float32)),
+        ("out_energy_keV", runtime.array(np.float32)),
+    ]
+
+
+@cache
+def _kernel(source: str, entry: str, params: type, backend: str) -> runtime.Kernel:
+    return runtime.Kernel(source, entry=entry, params=params, backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Physics tables
+class PhysicsTables:
+    """Interaction tables of a list of materials, in the layout kernels/mc_physics.cuh reads.
+
+    Energy grid: linear, ``ENERGY_STEP_KEV`` from 1 to 150 keV; values are the xsim tables' (log-log
+    interpolated xraylib data) at the nodes, interpolated linearly in the kernel. Absorption edges fall
+    between two nodes, so within one step (0.1 keV) of an edge the kernel's value is a mixture of both
+    sides. x grid: ``X_STEP_PER_A`` from 0 to the largest x reached at 150 keV.
+
+    Parameters
+    ----------
+    materials : sequence of Material
+        In phantom index order (at most 256).
+    """
+
+    def __init__(self, materials: list[Material]):
+        if not 1 <= len(materials) <= MAX_MATERIALS:
+            raise XsimInputError(f"materials must hold 1 to {MAX_MATERIALS} materials, got {len(materials)}")
+        self.materials = list(materials)
+        e_lo, e_hi = ENERGY_RANGE_KEV
+        self.n_e = int(round((e_hi - e_lo) / ENERGY_STEP_KEV)) + 1
+        self.energies_keV = e_lo + ENERGY_STEP_KEV * np.arange(self.n_e)
+        self.n_x = int(math.ceil(e_hi / HC_KEV_A / X_STEP_PER_A)) + 2
+        self.x_per_angstrom = X_STEP_PER_A * np.arange(self.n_x)
+        xs = np.empty((len(materials), self.n_e, 4))
+        s_norm = np.empty((len(materials), self.n_x))
+        cum = np.empty((len(materials), self.n_x))
+        x2 = self.x_per_angstrom**2
+        for m, mat in enumerate(materials):
+            t = mat.tabulate(self.energies_keV)
+            parts = [t["rayleigh"], t["compton"], t["photoelectric"]]
+            xs[m] = np.stack([sum(parts), *parts], axis=-1) / 10.0  # cm^2/g -> 1/mm per g/cm^3
+            s_norm[m] = np.minimum(mat.scattering_function(self.x_per_angstrom) / electrons_per_gram(mat), 1.0)
+            f2 = mat.form_factor_squared(self.x_per_angstrom)
+            f2 = f2 / f2[0]
+            cum[m] = np.concatenate(([0.0], np.cumsum(0.5 * (f2[1:] + f2[:-1]) * np.diff(x2))))  # trapezoid
+        self.xs = np.ascontiguousarray(xs, dtype=np.float32)
+        self.compton_s = np.ascontiguousarray(s_norm, dtype=np.float32)
+        self.rayleigh_cum = np.ascontiguousarray(cum, dtype=np.float32)
+
+    def mu_over_rho(self, m: int, energy_keV: Any, column: int = 0) -> np.ndarray:
+        """The kernel's linear interpolation of column ``column`` (total, Rayleigh, Compton,
+        photoelectric) of material ``m``, in cm^2/g."""
+        return np.interp(energy_keV, self.energies_keV, self.xs[m, :, column].astype(float)) * 10.0
+
+
+MAJORANT_BINS = 48  # log-spaced energy bins of the region majorants over ENERGY_RANGE_KEV (11 % wide)
+BLOCKS_PER_AXIS = 16  # region-majorant blocks: edge = ceil(largest phantom dimension / 16), at least 4 voxels
+
+
+class RegionMajorants:
+    """Woodcock majorants per block of voxels and energy bin (the kernel's ``majorant_per_mm``).
+
+    For block b and bin k: max over the block's voxels of rho * (mu/rho)_m(E), E within the bin, in 1/mm,
+    i.e. max over materials m of (largest density of m in b) x (largest node value of the kernel's
+    interpolated (mu/rho)_m over the bin, nodes straddling the bin included). Linear interpolation between
+    nodes never exceeds its nodes, so this bounds the kernel's mu everywhere in the block and bin.
+
+    Parameters
+    ----------
+    material_index, density_g_cm3 : numpy.ndarray (3D)
+        The phantom's voxels.
+    tables : PhysicsTables
+    block : int, optional
+        Block edge in voxels; default ``max(4, ceil(max(shape) / BLOCKS_PER_AXIS))``.
+    """
+
+    def __init__(self, material_index: np.ndarray, density_g_cm3: np.ndarray, tables: PhysicsTables,
+                 block: int | None = None):
+        shape = np.array(material_index.shape)
+        self.block = int(block or max(4, math.ceil(shape.max() / BLOCKS_PER_AXIS)))
+        self.blocks = tuple(int(n) for n in -(-shape // self.block))
+        e_lo, e_hi = ENERGY_RANGE_KEV
+        self.bin_edges_keV = np.geomspace(e_lo, e_hi, MAJORANT_BINS + 1)
+        step = ENERGY_STEP_KEV
+        per_unit_density = np.empty((len(tables.materials), MAJORANT_BINS))
+        for k in range(MAJORANT_BINS):
+            lo, hi = self.bin_edges_keV[k], self.bin_edges_keV[k + 1]
+            nodes = (tables.energies_keV >= lo - step) & (tables.energies_keV <= hi + step)
+            per_unit_density[:, k] = tables.xs[:, nodes, 0].max(axis=1)
+        pad = [(0, b * self.block - n) for b, n in zip(self.blocks, shape)]
+        blocked_shape = (self.blocks[0], self.block, self.blocks[1], self.block, self.blocks[2], self.block)
+        majorant = np.zeros(self.blocks + (MAJORANT_BINS,), np.float32)
+        for m in np.unique(material_index):
+            rho = np.pad(np.where(material_index == m, density_g_cm3, 0.0), pad)
+            rho_max = rho.reshape(blocked_shape).max(axis=(1, 3, 5))
+            np.maximum(majorant, rho_max[..., None] * per_unit_density[m], out=majorant)
+        self.majorant_per_mm = np.ascontiguousarray(majorant.reshape(-1), np.float32)
+        self.log_e_min = math.log(e_lo)
+        self.inv_log_width = MAJORANT_BINS / math.log(e_hi / e_lo)
+
+
+def pack_voxels(material_index: np.ndarray, density_g_cm3: np.ndarray) -> np.ndarray:
+    """The kernel's voxel words (``unpack_voxel`` in kernels/mc_physics.cuh): float32 density rounded to
+    nearest at 15 mantissa bits (relative error <= 2^-16 = 1.5e-5), material index in the low 8 bits."""
+    bits = np.ascontiguousarray(density_g_cm3, dtype=np.float32).view(np.uint32).ravel()
+    rounded = (bits + np.uint32(0x80)) & np.uint32(0xFFFFFF00)
+    return rounded | np.ascontiguousarray(material_index, dtype=np.uint8).ravel().astype(np.uint32)
+
+
+def electrons_per_gram(mat: Material) -> float:
+    """N_A sum_i w_i Z_i / A_i: the large-x limit S(inf) of the material's scattering function per gram."""
+    return AVOGADRO_PER_MOL * sum(
+        w * element_tables.atomic_number(s) / element_tables.atomic_weight(s) for s, w in mat.composition.items()
+    )
+
+
+def alias_table(weights: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Walker alias table by Vose's algorithm (M. D. Vose, IEEE TSE 17, 972 (1991)).
+
+    Returns ``(prob, alias)``: bin ``j = floor(u n)`` is kept with probability ``prob[j]``, else replaced
+    by ``alias[j]``; the draw then follows ``weights / weights.sum()``.
+    """
+    p = np.asarray(weights, dtype=float)
+    n = p.size
+    scaled = p * (n / p.sum())
+    prob, alias = np.ones(n), np.arange(n, dtype=np.int32)
+    small = [j for j in range(n) if scaled[j] < 1.0]
+    large = [j for j in range(n) if scaled[j] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return prob.astype(np.float32), alias  # leftovers keep prob 1 (rounding)
+
+
+def sample_alias(weights: Any, n: int, seed: int = 0, backend: str = "cpu") -> np.ndarray:
+    """Draw ``n`` bin indices from ``weights`` with the kernel's alias sampler (kernels/mc_check.cu), for tests."""
+    prob, alias = alias_table(weights)
+    out, unused = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    p = _CheckParams(seed=seed, kind=2, energy_keV=0.0, dx=0.0, inv_dx=0.0, n_x=len(prob), table=prob,
+                     alias_index=alias, out=out, out_energy_keV=unused)
+    _kernel("mc_check.cu", "mc_check", _CheckParams, runtime.select_backend(backend)).launch(n, p)
+    return out.astype(np.int64)
+
+
+def sample_angles(material: Material, energy_keV: float, kind: str, n: int, seed: int = 0,
+                  backend: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` scattering angles with the kernel's samplers (kernels/mc_check.cu), for tests.
+
+    Parameters
+    ----------
+    material : Material
+    energy_keV : float
+        Photon energy, keV, within ENERGY_RANGE_KEV.
+    kind : {"compton", "rayleigh"}
+    n : int
+        Number of draws.
+
+    Returns
+    -------
+    cos_theta, scattered_keV : numpy.ndarray (float32)
+        Cosines of the polar angle; scattered energies (Compton; zeros for Rayleigh).
+    """
+    check_range("energy_keV", energy_keV, *ENERGY_RANGE_KEV, unit="keV")
+    tabs = PhysicsTables([material])
+    table = tabs.compton_s[0] if kind == "compton" else tabs.rayleigh_cum[0]
+    out, out_e = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    p = _CheckParams(seed=seed, kind={"compton": 0, "rayleigh": 1}[kind], energy_keV=energy_keV,
+                     dx=X_STEP_PER_A, inv_dx=1.0 / X_STEP_PER_A, n_x=tabs.n_x,
+                     table=np.ascontiguousarray(table), alias_index=None, out=out, out_energy_keV=out_e)
+    _kernel("mc_check.cu", "mc_check", _CheckParams, runtime.select_backend(backend)).launch(n, p)
+    return out, out_e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Geometry of the source, field and detector
+def _field_geometry(camera: Camera) -> dict:
+    """Collimated field (detector rectangle incl. the outer half pixels), its solid angle and the
+    detector's dual axes. Pixel axes must be orthogonal (every CArm view is)."""
+    f = camera.detector_frame()
+    rows, cols = camera.detector_shape
+    src = np.asarray(camera.source_mm, dtype=float)
+    n = f.normal / np.linalg.norm(f.normal)
+    edge_a, edge_b = cols * f.u_step_mm, rows * f.v_step_mm
+    la, lb = np.linalg.norm(edge_a), np.linalg.norm(edge_b)
+    ea, eb = edge_a / la, edge_b / lb
+    if max(abs(ea @ eb), abs(ea @ n), abs(eb @ n)) > 1e-6:
+        raise XsimInputError("camera: the Monte Carlo needs orthogonal pixel axes in the detector plane "
+                             "(a camera from CArm.view); this camera's axes are skewed")
+    corner = f.origin_mm - 0.5 * f.u_step_mm - 0.5 * f.v_step_mm
+    depth = float(n @ (f.origin_mm - src))
+    if depth <= 0:
+        raise XsimInputError(f"camera: the detector plane must lie in front of the source, depth {depth:g} mm")
+    foot = src + depth * n
+    fa, fb = (foot - corner) @ ea, (foot - corner) @ eb
+    # Solid angle of a rectangle seen from height d above a point of its plane: signed sum over its corners
+    # of G(x, y) = atan(x y / (d sqrt(d^2 + x^2 + y^2))) (the corner-rectangle formula).
+    def g(x, y):
+        return math.atan(x * y / (depth * math.sqrt(depth**2 + x * x + y * y)))
+    x1, x2, y1, y2 = -fa, la - fa, -fb, lb - fb
+    omega = g(x2, y2) - g(x1, y2) - g(x2, y1) + g(x1, y1)
+    nearest = corner + np.clip(fa, 0, la) * ea + np.clip(fb, 0, lb) * eb
+    cos_max = depth / np.linalg.norm(nearest - src)
+    duals = np.linalg.inv(np.stack([f.u_step_mm, f.v_step_mm, n], axis=1))
+    return dict(corner=corner, edge_a=edge_a, edge_b=edge_b, normal=n, depth=depth, omega_sr=omega,
+                inv_cos3_max=1.0 / cos_max**3, origin=f.origin_mm, dual_u=duals[0], dual_v=duals[1],
+                source=src, rows=rows, cols=cols)
+
+
+def _check_phantom_in_field(phantom: Phantom, camera: Camera, geo: dict) -> None:
+    """Clear errors for a phantom behind the detector plane or outside the collimated field."""
+    corners = np.array([[i, j, k] for i in (-0.5, phantom.shape[0] - 0.5) for j in (-0.5, phantom.shape[1] - 0.5)
+                        for k in (-0.5, phantom.shape[2] - 0.5)])
+    world = phantom.voxel_to_world(corners)
+    depth = (world - geo["source"]) @ geo["normal"]
+    if depth.max() >= geo["depth"]:
+        raise XsimInputError(
+            f"phantom reaches {depth.max():.1f} mm from the source along the beam, beyond the detector plane at "
+            f"{geo['depth']:.1f} mm: the Monte Carlo needs the phantom between the source and the detector")
+    if (depth > 0).all():
+        uv = camera.project_points(world)
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        rows, cols = camera.detector_shape
+        if hi[0] < -0.5 or lo[0] > cols - 0.5 or hi[1] < -0.5 or lo[1] > rows - 0.5:
+            raise XsimInputError(
+                f"the phantom projects to pixels u in [{lo[0]:.0f}, {hi[0]:.0f}], v in [{lo[1]:.0f}, {hi[1]:.0f}], "
+                f"outside the {cols} x {rows} detector: the collimated field misses the phantom")
+
+
+def _check_photons(photons: Any) -> int:
+    if isinstance(photons, bool) or not isinstance(photons, (int, float, np.integer, np.floating)):
+        raise XsimInputError(f"photons must be a positive integer, got {photons!r}")
+    if not (math.isfinite(photons) and photons >= 1 and float(photons).is_integer()):
+        raise XsimInputError(f"photons must be a positive integer (e.g. 1e6), got {photons!r}")
+    return int(photons)
+
+
+def _beam(spectrum: Spectrum | None, energy_keV: float | None) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """(energies, weights, total fluence, description) of the beam, checked against the table range."""
+    if (spectrum is None) == (energy_keV is None):
+        raise XsimInputError("give exactly one of spectrum (a Spectrum) or energy_keV (a monoenergetic beam)")
+    if energy_keV is not None:
+        check_range("energy_keV", energy_keV, *ENERGY_RANGE_KEV, unit="keV")
+        return np.array([float(energy_keV)]), np.array([1.0]), 1.0, f"monoenergetic {float(energy_keV):g} keV"
+    check_type("spectrum", spectrum, Spectrum)
+    keep = spectrum.fluence > 0
+    if not keep.any():
+        raise XsimInputError("spectrum has no photons (all fluence bins are zero)")
+    e = spectrum.energies_keV[keep]
+    lo, hi = ENERGY_RANGE_KEV
+    if e.min() < lo or e.max() > hi:
+        raise XsimInputError(
+            f"spectrum has fluence at {e.min():g}-{e.max():g} keV; the Monte Carlo tables cover [{lo:g}, {hi:g}] keV")
+    return e, spectrum.fluence[keep], spectrum.total_fluence, spectrum.description
+
+
+def _detector_tables(detector: Any, energies_keV: np.ndarray) -> tuple[np.ndarray, np.ndarray, str, str]:
+    if detector is None:
+        from .detector import Detector
+        detector = Detector()
+    if not hasattr(detector, "kernel_tables"):
+        raise XsimInputError(f"detector must be an xsim.detector.Detector, got {type(detector).__name__}")
+    mu_t, signal, _ = detector.kernel_tables(energies_keV)
+    mu_t = np.ascontiguousarray(np.minimum(mu_t, _IDEAL_MU_T), np.float32)
+    return mu_t, np.ascontiguousarray(signal, np.float32), repr(detector), getattr(detector, "unit", "keV")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Anti-scatter grid and focal spot
+class AntiScatterGrid:
+    """A linear anti-scatter grid in front of the detector (kernels/mc_detector.cuh).
+
+    Model of Day & Dance, Phys Med Biol 28, 1429 (1983), with septal penetration: strips of thickness d every
+    period P = D + d (interspace width D, height h = r D). A photon crossing the grid with lateral slope
+    tan_p across the strips, where the strip walls slope tan_w (toward the focus), moves X = h |tan_p - tan_w|
+    across them; entering at a uniform offset x0 in the period, the fraction f(x0) of its path inside strips
+    gives T = exp(-(f mu_strip + (1 - f) mu_interspace) h / cos(incidence)), averaged over x0. With opaque
+    strips this is D/P max(0, 1 - r |tan_p - tan_w|) times the interspace attenuation. Cover plates are
+    ignored.
+
+    Parameters
+    ----------
+    ratio : float
+        Grid ratio r = h / D (strip height over interspace width), > 0.
+    strips_per_cm : float
+        Strip (line) density, lines per cm, > 0.
+    strip_thickness_mm : float
+        Strip thickness d, mm, > 0 and below the strip period.
+    strip_material : str
+        Strip material name (default "lead").
+    interspace : str or None
+        Interspace material name (e.g. "aluminium"); None for an empty interspace (fibre or air, ignored).
+    focal_distance_mm : float or None
+        Focus distance: None focuses the grid on the source (the usual, matched case); ``math.inf`` makes a
+        parallel grid. Any other value puts the focus at that distance from the detector along the normal
+        through the principal point.
+    strips_along : {"v", "u"}
+        Strips parallel to the detector rows' direction v (default; the grid then selects across u), or to u.
+    """
+
+    def __init__(self, ratio: float = 10.0, strips_per_cm: float = 60.0, strip_thickness_mm: float = 0.036,
+                 strip_material: str = "lead", interspace: str | None = "aluminium",
+                 focal_distance_mm: float | None = None, strips_along: str = "v"):
+        from .physics.materials import material
+
+        self.ratio = float(check_positive("ratio", ratio))
+        self.strips_per_cm = float(check_positive("strips_per_cm", strips_per_cm, unit="1/cm"))
+        self.period_mm = 10.0 / self.strips_per_cm
+        self.strip_thickness_mm = float(check_range("strip_thickness_mm", strip_thickness_mm, 0.0, self.period_mm,
+                                                    low_inclusive=False, high_inclusive=False, unit="mm"))
+        self.interspace_width_mm = self.period_mm - self.strip_thickness_mm
+        self.height_mm = self.ratio * self.interspace_width_mm
+        self.strip_material = material(strip_material)
+        self.interspace = None if interspace is None else material(interspace)
+        if focal_distance_mm is not None and focal_distance_mm != math.inf:
+            check_positive("focal_distance_mm", focal_distance_mm, unit="mm")
+        self.focal_distance_mm = focal_distance_mm
+        if strips_along not in ("u", "v"):
+            raise XsimInputError(f"strips_along must be 'u' or 'v', got {strips_along!r}")
+        self.strips_along = strips_along
+
+    @property
+    def open_fraction(self) -> float:
+        """D / P: the part of the surface not covered by strips."""
+        return self.interspace_width_mm / self.period_mm
+
+    def transmission(self, energy_keV: float, tan_relative: Any = 0.0, cos_incidence: Any = 1.0) -> np.ndarray:
+        """The model's mean transmission (see the class docstring), by quadrature over the entry offset.
+
+        Parameters
+        ----------
+        energy_keV : float
+        tan_relative : float or array_like
+            tan_p - tan_w: the photon's lateral slope relative to the strip walls where it crosses.
+        cos_incidence : float or array_like
+            Cosine of the angle between the photon and the grid normal, in (0, 1].
+        """
+        tan = np.abs(np.asarray(tan_relative, dtype=float))[..., None]
+        cos = np.asarray(cos_incidence, dtype=float)[..., None]
+        p, d, h = self.period_mm, self.strip_thickness_mm, self.height_mm
+        x0 = (np.arange(4000) + 0.5) / 4000 * p
+
+        def cover(x):
+            k = np.floor(x / p)
+            return k * d + np.minimum(x - k * p, d)
+
+        lateral = h * tan
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(lateral > 1e-6 * p, (cover(x0 + lateral) - cover(x0)) / lateral, (x0 < d) * 1.0)
+        mu_i = 0.0 if self.interspace is None else self.interspace.mu_per_mm(energy_keV)
+        mu_s = self.strip_material.mu_per_mm(energy_keV)
+        return np.exp(-(frac * mu_s + (1.0 - frac) * mu_i) * h / cos).mean(axis=-1)
+
+    def primary_transmission(self, energy_keV: float) -> float:
+        """Transmission of a photon travelling along the strips at normal incidence."""
+        return float(self.transmission(energy_keV))
+
+    def _kernel_struct(self, geo: dict) -> _Grid:
+        across = geo["edge_a"] if self.strips_along == "v" else geo["edge_b"]
+        across = across / np.linalg.norm(across)
+        focused = self.focal_distance_mm != math.inf
+        if self.focal_distance_mm is None:
+            focus = geo["source"]
+        else:
+            principal = geo["source"] + geo["depth"] * geo["normal"]
+            focus = principal - (self.focal_distance_mm if focused else 0.0) * geo["normal"]
+        return _Grid(enabled=1, focused=int(focused), across=tuple(across), focus_mm=tuple(focus),
+                     height_mm=self.height_mm, period_mm=self.period_mm, strip_mm=self.strip_thickness_mm)
+
+    def __repr__(self) -> str:
+        inter = "none" if self.interspace is None else self.interspace.name
+        focus = "source" if self.focal_distance_mm is None else f"{self.focal_distance_mm:g} mm"
+        return (f"AntiScatterGrid(ratio={self.ratio:g}, {self.strips_per_cm:g} lines/cm, {self.strip_material.name} "
+                f"strips {self.strip_thickness_mm:g} mm, interspace {inter}, focus {focus}, "
+                f"strips along {self.strips_along})")
+
+
+_SPOT_KINDS = {"point": 0, "gaussian": 1, "uniform": 2}
+
+
+def _world_material(value: str | Material | None, n_materials: int) -> Material | None:
+    if value is None:
+        return None
+    from .physics.materials import material
+    world = material(value) if isinstance(value, str) else check_type("world_material", value, Material)
+    if n_materials >= MAX_MATERIALS:
+        raise XsimInputError(f"world_material needs a table slot, but the phantom already has {n_materials} "
+                             f"materials (at most {MAX_MATERIALS - 1} with a world material)")
+    return world
+
+
+def _world_sphere(geo: dict, phantom: Phantom) -> tuple[np.ndarray, float]:
+    """Centre and radius (mm) of the world: a sphere around the source, the detector and the phantom, 10 % wider
+    than the farthest of them from the middle of the source-detector axis."""
+    centre = geo["source"] + 0.5 * geo["depth"] * geo["normal"]
+    corners = [geo["corner"] + a * geo["edge_a"] + b * geo["edge_b"] for a in (0, 1) for b in (0, 1)]
+    n = phantom.shape
+    box = phantom.voxel_to_world(np.array([[i, j, k] for i in (-0.5, n[0] - 0.5) for j in (-0.5, n[1] - 0.5)
+                                           for k in (-0.5, n[2] - 0.5)]))
+    points = np.vstack([geo["source"][None], np.array(corners), box])
+    return centre, float(1.1 * np.linalg.norm(points - centre, axis=1).max())
+
+
+def _grid_mu(grid: AntiScatterGrid | None, part: str, energies_keV: np.ndarray) -> np.ndarray:
+    """mu (1/mm) of the grid's strip or interspace material on the energy grid (zeros without one)."""
+    mat = None if grid is None else getattr(grid, part)
+    if mat is None:
+        return np.zeros(len(energies_keV), np.float32)
+    return np.ascontiguousarray(mat.mu_per_mm(energies_keV), np.float32)
+
+
+def _field_struct(geo: dict, spot: _FocalSpot) -> _Field:
+    # a displaced spot may see the field under a larger cos^3 than the centre does: bound it by 1 then
+    inv_cos3_max = geo["inv_cos3_max"] if spot.kind == 0 else 1.0
+    return _Field(corner_mm=tuple(geo["corner"]), edge_a_mm=tuple(geo["edge_a"]), edge_b_mm=tuple(geo["edge_b"]),
+                  normal=tuple(geo["normal"]), inv_cos3_max=inv_cos3_max, depth_mm=geo["depth"])
+
+
+def _focal_spot(geo: dict, size_mm: float, shape: str) -> _FocalSpot:
+    check_range("focal_spot_mm", size_mm, 0.0, None, unit="mm")
+    if shape not in ("gaussian", "uniform"):
+        raise XsimInputError(f"focal_spot_shape must be 'gaussian' or 'uniform', got {shape!r}")
+    kind = 0 if size_mm == 0 else _SPOT_KINDS[shape]
+    a = geo["edge_a"] / np.linalg.norm(geo["edge_a"])
+    b = geo["edge_b"] / np.linalg.norm(geo["edge_b"])
+    return _FocalSpot(centre_mm=tuple(geo["source"]), axis_a=tuple(a), axis_b=tuple(b), size_mm=float(size_mm),
+                      kind=kind)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Result
+class MCResult:
+    """Tallies of one Monte Carlo run (see the module docstring for units).
+
+    Attributes
+    ----------
+    primary, compton, rayleigh, multiple : numpy.ndarray (rows, cols)
+        Detector signal of photons that never interacted, interacted once by Compton, once by Rayleigh,
+        two or more times; each with ``*_std``, the standard error of the mean from the batches.
+    energy_deposit, energy_deposit_std : numpy.ndarray, phantom shape, or None
+        Energy deposited per voxel, eV per emitted photon (None when run with ``tally_deposit=False``).
+    energy_balance_eV : dict
+        Per emitted photon, eV: incident, deposited, reached_plane, escaped_elsewhere.
+    photons : int
+        Histories simulated (fewer than requested after an interrupt; see ``settings["interrupted"]``).
+    seed : int
+    run_time_s : float
+    settings : dict
+        Everything that produced the result (source, geometry, materials, histories, seed, version).
+    camera : Camera
+    """
+
+    def __init__(self, images: dict, images_std: dict, energy_deposit, energy_deposit_std, energy_balance_eV: dict,
+                 photons: int, seed: int, run_time_s: float, settings: dict, camera: Camera):
+        for kind in IMAGE_KINDS:
+            setattr(self, kind, images[kind])
+            setattr(self, f"{kind}_std", images_std[kind])
+        self.energy_deposit = energy_deposit
+        self.energy_deposit_std = energy_deposit_std
+        self.energy_balance_eV = dict(energy_balance_eV)
+        self.photons = int(photons)
+        self.seed = int(seed)
+        self.run_time_s = float(run_time_s)
+        self.settings = dict(settings)
+        self.camera = camera
+
+    @property
+    def scatter(self) -> np.ndarray:
+        """All scattered photons: compton + rayleigh + multiple."""
+        return self.compton + self.rayleigh + self.multiple
+
+    @property
+    def scatter_std(self) -> np.ndarray:
+        """Standard error of :attr:`scatter` (the three tallies' batch errors added in quadrature; they are
+        correlated through the batches, so this is approximate)."""
+        return np.sqrt(self.compton_std**2 + self.rayleigh_std**2 + self.multiple_std**2)
+
+    @property
+    def total(self) -> np.ndarray:
+        """primary + scatter."""
+        return self.primary + self.scatter
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to HDF5 (``.h5``), under a temporary name then renamed.
+
+        Attributes (MC-GPU style header): ``format``, ``format_version``, ``settings`` (JSON: source,
+        geometry, materials, histories, seed, version, ...), ``camera`` (JSON), ``energy_balance_eV`` (JSON),
+        ``photons``, ``seed``, ``run_time_s``. Datasets: ``images/<kind>`` and ``images/<kind>_std`` for kind
+        in primary, compton, rayleigh, multiple (float64, rows x cols); ``energy_deposit`` and
+        ``energy_deposit_std`` (float64, phantom shape, eV per emitted photon; gzip; absent when not tallied).
+        """
+        import h5py
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = _FORMAT
+                f.attrs["format_version"] = _FORMAT_VERSION
+                f.attrs["settings"] = json.dumps(self.settings)
+                f.attrs["camera"] = self.camera.to_json()
+                f.attrs["energy_balance_eV"] = json.dumps(self.energy_balance_eV)
+                f.attrs["photons"] = self.photons
+                f.attrs["seed"] = self.seed
+                f.attrs["run_time_s"] = self.run_time_s
+                for kind in IMAGE_KINDS:
+                    f.create_dataset(f"images/{kind}", data=getattr(self, kind))
+                    f.create_dataset(f"images/{kind}_std", data=getattr(self, f"{kind}_std"))
+                if self.energy_deposit is not None:
+                    f.create_dataset("energy_deposit", data=self.energy_deposit, compression="gzip")
+                    f.create_dataset("energy_deposit_std", data=self.energy_deposit_std, compression="gzip")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MCResult":
+        """Read a result written by :meth:`save`."""
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise XsimInputError(f"Monte Carlo result file {path} does not exist")
+        with h5py.File(path, "r") as f:
+            fmt, version = f.attrs.get("format"), f.attrs.get("format_version")
+            if fmt != _FORMAT or version != _FORMAT_VERSION:
+                raise XsimInputError(f"{path} is not an {_FORMAT} file of version {_FORMAT_VERSION} (format "
+                                     f"{fmt!r}, version {version!r}); write it again with MCResult.save")
+            images = {k: f[f"images/{k}"][()] for k in IMAGE_KINDS}
+            images_std = {k: f[f"images/{k}_std"][()] for k in IMAGE_KINDS}
+            deposit = [f[name][()] if name in f else None for name in ("energy_deposit", "energy_deposit_std")]
+            return cls(images, images_std, *deposit,
+                       json.loads(f.attrs["energy_balance_eV"]), int(f.attrs["photons"]), int(f.attrs["seed"]),
+                       float(f.attrs["run_time_s"]), json.loads(f.attrs["settings"]),
+                       Camera.from_json(f.attrs["camera"]))
+
+    def __repr__(self) -> str:
+        return (f"MCResult({self.photons:.3g} photons, seed={self.seed}, image {self.primary.shape}, "
+                f"deposit {None if self.energy_deposit is None else self.energy_deposit.shape}, "
+                f"{self.run_time_s:.1f} s)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Driver
+def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = None, energy_keV: float | None = None,
+                photons: float = 1e6, seed: int = 0, batches: int = 10, detector: Any = None,
+                grid: AntiScatterGrid | None = None, focal_spot_mm: float = 0.0, focal_spot_shape: str = "gaussian",
+                world_material: str | Material | None = None, tally_deposit: bool = True, backend: str = "auto",
+                threads: int | None = None, progress: bool = True) -> MCResult:
+    """Simulate ``photons`` histories from the camera's source through ``phantom`` onto its detector.
+
+    Parameters
+    ----------
+    phantom : Phantom
+        Voxel phantom (material index, density g/cm^3, affine mm). It must lie between the source and the
+        detector plane; outside its voxel box photons travel in vacuum (or ``world_material``).
+    camera : Camera
+        Source position and detector (orthogonal pixel axes). The beam is collimated to the detector.
+    spectrum : Spectrum, optional
+        Tube spectrum (photons per mAs per mm^2 at 1 m); energies with fluence within [1, 150] keV.
+    energy_keV : float, optional
+        Monoenergetic beam instead of ``spectrum`` (images per unit fluence: 1 photon/mm^2 at 1 m).
+    photons : int
+        Histories, >= batches (float values such as 1e6 are accepted when integral).
+    seed : int
+        Philox key; photon i uses the stream (seed, i).
+    batches : int
+        Disjoint photon ranges, >= 2 for uncertainties (standard error of the batch means).
+    detector : xsim.detector.Detector, optional
+        Energy response; default ``Detector()`` (600 um CsI, energy integrating).
+    grid : AntiScatterGrid, optional
+        Linear anti-scatter grid in front of the detector (default none).
+    focal_spot_mm : float
+        Focal spot size, mm (0: point source): the FWHM of a gaussian spot, or the side of a uniform square,
+        in the plane through the source parallel to the detector. The collimation (field solid angle used
+        for the units) is that of the spot's centre.
+    focal_spot_shape : {"gaussian", "uniform"}
+    world_material : str or Material, optional
+        Material filling the world outside the phantom's voxel box (e.g. "air", at the material's own
+        density), within a sphere holding the source, the phantom and the detector; default None: vacuum.
+        Energy it absorbs is reported as ``energy_balance_eV["deposited_world"]``.
+    tally_deposit : bool
+        Tally the 3D energy deposit (default). False skips it (``energy_deposit`` is None): faster, and less
+        memory, when only the images are wanted (the energy balance is tallied either way).
+    backend : {"auto", "cpu", "cuda"}
+    threads : int, optional
+        CPU threads (cpu backend); results are identical for any thread count.
+    progress : bool
+        Show a tqdm progress bar over batches.
+
+    Returns
+    -------
+    MCResult
+        On KeyboardInterrupt after at least one finished batch, the result of the finished batches is
+        returned with a warning (``settings["interrupted"] = True``); before that, the interrupt propagates.
+    """
+    start = time.perf_counter()
+    check_type("phantom", phantom, Phantom)
+    check_type("camera", camera, Camera)
+    n_photons = _check_photons(photons)
+    check_type("seed", seed, (int, np.integer))
+    if not 0 <= seed < 2**64:
+        raise XsimInputError(f"seed must be in [0, 2^64), got {seed}")
+    check_type("batches", batches, (int, np.integer))
+    if not 1 <= batches <= n_photons:
+        raise XsimInputError(f"batches must be in [1, photons={n_photons}], got {batches}")
+    if n_photons / batches > MAX_BATCH_PHOTONS:
+        raise XsimInputError(f"batches={batches} gives {n_photons / batches:.3g} photons per batch; the fixed-point "
+                             f"tallies hold {MAX_BATCH_PHOTONS:.3g}: use more batches")
+    if grid is not None:
+        check_type("grid", grid, AntiScatterGrid)
+    energies, weights, fluence_total, beam_text = _beam(spectrum, energy_keV)
+    materials = phantom.materials
+    if len(materials) > MAX_MATERIALS:
+        raise XsimInputError(f"phantom has {len(materials)} materials; the Monte Carlo supports {MAX_MATERIALS}")
+    index = np.ascontiguousarray(phantom.material_index, dtype=np.uint8)
+    if index.max() >= len(materials):
+        raise XsimInputError(f"phantom.material_index holds {int(index.max())}, but only {len(materials)} materials")
+    density = np.ascontiguousarray(phantom.density_g_cm3, dtype=np.float32)
+    geo = _field_geometry(camera)
+    _check_phantom_in_field(phantom, camera, geo)
+    backend = runtime.select_backend(backend)
+
+    world = _world_material(world_material, len(materials))
+    tabs = PhysicsTables(materials + ([world] if world is not None else []))
+    voxels = pack_voxels(index, density)
+    world_centre, world_radius = _world_sphere(geo, phantom)
+    # majorants from the densities the kernel reads (rounded in the packing)
+    majorants = RegionMajorants(index, (voxels & np.uint32(0xFFFFFF00)).view(np.float32).reshape(index.shape), tabs)
+    det_mu_t, det_signal, det_text, unit = _detector_tables(detector, tabs.energies_keV)
+    prob, alias = alias_table(weights)
+
+    rows, cols = geo["rows"], geo["cols"]
+    images_fixed = np.zeros(4 * rows * cols, np.uint64)
+    check_type("tally_deposit", tally_deposit, (bool, np.bool_))
+    deposit_fixed = np.zeros(index.size, np.uint64) if tally_deposit else None
+    energy_fixed = np.zeros(_ENERGY_ROWS * _ENERGY_COLS, np.uint64)
+    spot = _focal_spot(geo, focal_spot_mm, focal_spot_shape)
+    params = _TransportParams(
+        seed=int(seed), first_photon=0, grid=voxel_grid(phantom),
+        voxels=voxels,
+        source=spot, field=_field_struct(geo, spot), det_origin_mm=tuple(geo["origin"]),
+        det_dual_u=tuple(geo["dual_u"]), det_dual_v=tuple(geo["dual_v"]), det_shape=(rows, cols),
+        alias_prob=prob, alias_index=alias, alias_energy_keV=energies.astype(np.float32), n_spectrum=len(energies),
+        e_min_keV=ENERGY_RANGE_KEV[0], inv_de_keV=1.0 / ENERGY_STEP_KEV, n_e=tabs.n_e, dx=X_STEP_PER_A,
+        inv_dx=1.0 / X_STEP_PER_A, n_x=tabs.n_x, xs=tabs.xs.reshape(-1),
+        majorant_per_mm=majorants.majorant_per_mm, block=majorants.block, blocks=majorants.blocks,
+        bin_log_e_min=majorants.log_e_min, bin_inv_log_width=majorants.inv_log_width, n_bins=MAJORANT_BINS,
+        compton_s=tabs.compton_s.reshape(-1), rayleigh_cum=tabs.rayleigh_cum.reshape(-1),
+        det_mu_t=det_mu_t, det_signal=det_signal,
+        grid_strips=_Grid(enabled=0) if grid is None else grid._kernel_struct(geo),
+        grid_mu_interspace=_grid_mu(grid, "interspace", tabs.energies_keV),
+        grid_mu_strip=_grid_mu(grid, "strip_material", tabs.energies_keV),
+        world_material=-1 if world is None else len(materials),
+        world_density_g_cm3=0.0 if world is None else world.density_g_cm3,
+        world_centre_mm=tuple(world_centre), world_radius_mm=world_radius,
+        images=images_fixed, deposit=deposit_fixed, energy=energy_fixed, fixed_scale=FIXED_SCALE)
+    kernel = _kernel("mc_transport.cu", "mc_transport", _TransportParams, backend)
+
+    # Photons represented by one history: fluence (per mm^2 at 1 m) x 1e6 mm^2/sr x field solid angle.
+    field_photons = fluence_total * 1e6 * geo["omega_sr"]
+    edges = np.linspace(0, n_photons, batches + 1).round().astype(np.int64)
+    acc = _BatchAccumulator()
+    interrupted = False
+    transport_s = 0.0
+    bar = _progress(batches, progress)
+    try:
+        for b in range(batches):
+            n_b = int(edges[b + 1] - edges[b])
+            for arr in (images_fixed, deposit_fixed, energy_fixed):
+                if arr is not None:
+                    arr.fill(0)
+            params.first_photon = int(edges[b])
+            launched = time.perf_counter()
+            kernel.launch(n_b, params, threads=threads)
+            transport_s += time.perf_counter() - launched
+            # per emitted photon: images x photons per history, keV -> eV for the energies
+            img = images_fixed.view(np.int64).reshape(4, rows, cols) * (field_photons / n_b / FIXED_SCALE)
+            bal = energy_fixed.view(np.int64).reshape(_ENERGY_ROWS, _ENERGY_COLS).sum(axis=0)[:len(ENERGY_SLOTS)]
+            tallies = [img, bal * (1000.0 / n_b / FIXED_SCALE)]
+            if tally_deposit:
+                tallies.append(deposit_fixed.view(np.int64).reshape(index.shape) * (1000.0 / n_b / FIXED_SCALE))
+            acc.add(n_b, *tallies)
+            bar.update(1)
+    except KeyboardInterrupt:
+        if acc.photons == 0:
+            raise
+        interrupted = True
+        warnings.warn(f"monte_carlo interrupted: returning the {acc.batches} finished batches "
+                      f"({acc.photons} of {n_photons} photons)", stacklevel=2)
+    finally:
+        bar.close()
+    (img, img_std), (bal, _), *deposit = acc.results()
+    dep, dep_std = deposit[0] if deposit else (None, None)
+    settings = dict(
+        format=_FORMAT, format_version=_FORMAT_VERSION, xsim_version=_xsim_version(), kernel="mc_transport.cu",
+        backend=backend, source=beam_text, source_mm=geo["source"].tolist(), field_solid_angle_sr=geo["omega_sr"],
+        fluence_per_mm2_at_1m=fluence_total, histories_requested=n_photons, histories=acc.photons,
+        batches=acc.batches, seed=int(seed), detector=det_text, image_unit=(unit + " per pixel per " +
+        ("mAs" if spectrum is not None else "unit fluence (photon/mm^2 at 1 m)")),
+        phantom_shape=list(index.shape), phantom_affine=phantom.affine.tolist(),
+        materials=[{"name": m.name, "density_g_cm3": m.density_g_cm3, "composition": dict(m.composition)}
+                   for m in materials],
+        energy_grid_keV=[ENERGY_RANGE_KEV[0], ENERGY_RANGE_KEV[1], ENERGY_STEP_KEV],
+        world="vacuum" if world is None else f"{world.name} {world.density_g_cm3:g} g/cm^3",
+        focal_spot="point" if spot.kind == 0 else f"{focal_spot_shape} {float(focal_spot_mm):g} mm",
+        grid=None if grid is None else repr(grid), interrupted=interrupted)
+    settings["photons_per_history"] = field_photons / max(acc.photons, 1)
+    settings["transport_time_s"] = transport_s  # in the kernel; run_time_s adds tables, tallies, checks
+    images = {k: img[i] for i, k in enumerate(IMAGE_KINDS)}
+    images_std = {k: img_std[i] for i, k in enumerate(IMAGE_KINDS)}
+    balance = dict(zip(ENERGY_SLOTS, (float(v) for v in bal)))
+    return MCResult(images, images_std, dep, dep_std, balance, acc.photons, int(seed),
+                    time.perf_counter() - start, settings, camera)
+
+
+class _BatchAccumulator:
+    """Mean and standard error of per-photon tallies over batches of sizes n_b (N = sum n_b): the mean is
+    sum_b w_b x_b with w_b = n_b / N, its variance B/(B-1) sum_b w_b^2 (x_b - mean)^2 (for equal sizes, the
+    usual var(x_b)/B). Kept as running sums of n_b x_b, n_b^2 x_b, n_b^2 x_b^2 and n_b^2."""
+
+    def __init__(self):
+        self.batches = 0
+        self.photons = 0
+        self._sum_n2 = 0.0
+        self._sums: list[list[np.ndarray]] = []
+
+    def add(self, n_b: int, *values: np.ndarray) -> None:
+        if not self._sums:
+            self._sums = [[np.zeros(np.shape(v)) for _ in range(3)] for v in values]
+        for (s1, s2, s3), v in zip(self._sums, values):
+            scaled = v * n_b  # one temporary per quantity: the 3D deposit may hold 1e7-1e8 voxels
+            s1 += scaled
+            scaled *= n_b
+            s2 += scaled
+            scaled *= v
+            s3 += scaled
+        self._sum_n2 += float(n_b) ** 2
+        self.batches += 1
+        self.photons += n_b
+
+    def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(mean, standard error) per tallied quantity; the error is NaN with a single batch."""
+        out = []
+        n, b = float(self.photons), self.batches
+        for s1, s2, s3 in self._sums:
+            mean = s1 / n
+            if b < 2:
+                out.append((mean, np.full_like(mean, np.nan)))
+                continue
+            spread = (s3 - 2.0 * mean * s2 + mean * mean * self._sum_n2) / (n * n)
+            out.append((mean, np.sqrt(np.maximum(spread, 0.0) * b / (b - 1))))
+        return out
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="monte_carlo batches", unit="batch", disable=not enabled, leave=False)
+
+
+def _xsim_version() -> str:
+    from . import __version__
+    return __version__
+
+
+def run_mc_command(phantom_path: str | os.PathLike, out: str | os.PathLike, kvp: float | None = 120.0,
+                   energy_keV: float | None = None, filtration_mm_al: float = 2.5, photons: float = 1e6,
+                   seed: int = 0, batches: int = 10, sdd_mm: float = 1020.0, sid_mm: float = 760.0,
+                   detector_shape: tuple[int, int] = (256, 256), pixel_mm: float = 1.6, lao_deg: float = 0.0,
+                   cran_deg: float = 0.0, world_material: str | None = None, backend: str = "auto",
+                   threads: int | None = None, progress: bool = True) -> MCResult:
+    """``xsim mc``: Monte Carlo of a phantom file or a CT with a C-arm view, saved to HDF5.
+
+    Parameters
+    ----------
+    phantom_path : path
+        A phantom written by ``Phantom.save`` (``.h5``), or a CT that ``xsim.load_ct`` reads (converted with
+        the default HU calibration).
+    out : path
+        Output ``.h5`` (:meth:`MCResult.save`).
+    kvp : float or None
+        Tungsten tube potential, kV, with ``filtration_mm_al`` mm Al; None when ``energy_keV`` is given.
+    energy_keV : float, optional
+        Monoenergetic beam instead of a tube spectrum.
+    photons, seed, batches, world_material, backend, threads, progress
+        As in :func:`monte_carlo`.
+    sdd_mm, sid_mm, detector_shape, pixel_mm, lao_deg, cran_deg
+        C-arm geometry (:class:`xsim.geometry.CArm` and its ``view``), isocentre at the world origin.
+    """
+    from .geometry import CArm
+    from .volume import load_ct
+
+    src = Path(phantom_path)
+    if src.suffix == ".h5":
+        phantom = Phantom.load(src)
+    else:
+        phantom = load_ct(src).to_phantom()
+    spectrum = None
+    if energy_keV is None:
+        check_type("kvp", kvp, (int, float))
+        check_range("filtration_mm_al", filtration_mm_al, 0.0, None, unit="mm")
+        spectrum = Spectrum.tungsten(kvp, {"Al": filtration_mm_al})
+    elif kvp is not None:
+        raise XsimInputError("give kvp (tube spectrum) or energy_keV (monoenergetic), not both")
+    camera = CArm(sdd_mm=sdd_mm, sid_mm=sid_mm, detector_shape=detector_shape, pixel_mm=pixel_mm).view(
+        lao_deg=lao_deg, cran_deg=cran_deg)
+    result = monte_carlo(phantom, camera, spectrum=spectrum, energy_keV=energy_keV, photons=photons, seed=seed,
+                         batches=batches, world_material=world_material, backend=backend, threads=threads,
+                         progress=progress)
+    result.settings["input"] = str(src)
+    result.save(out)
+    return result
