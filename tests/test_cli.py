@@ -44,3 +44,18 @@ def test_phantom_command_writes_a_loadable_phantom(tmp_path):
     bad = _run("phantom", "thorax", "--voxel-mm", "-1", "--out", str(tmp_path / "bad.h5"))
     assert bad.returncode == 2 and "voxel_mm" in bad.stderr
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_mc_command_writes_a_loadable_result(tmp_path):
+    out = tmp_path / "mc.h5"
+    done = _run("mc", "thorax:seed=1,voxel_mm=6", "--kvp", "80", "--photons", "2e4", "--batches", "2",
+                "--shape", "16", "16", "--pixel-mm", "20", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    result = xsim.MCResult.load(out)
+    assert result.primary.shape == (16, 16) and result.photons == 20_000
+    assert "80 kVp" in result.settings["source"]
+    both = _run("mc", "thorax", "--kvp", "80", "--energy-kev", "60", "--out", str(tmp_path / "x.h5"))
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    bad = _run("mc", "thorax:voxel_mm=6", "--photons", "0", "--out", str(tmp_path / "bad.h5"))
+    assert bad.returncode == 2 and "photons" in bad.stderr
+    assert not (tmp_path / "bad.h5").exists()

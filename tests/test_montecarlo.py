@@ -13,7 +13,7 @@ from xsim import phantoms
 from xsim.checks import XsimInputError
 from xsim.detector import Detector
 from xsim.geometry import CArm
-from xsim.montecarlo import IMAGE_KINDS, AntiScatterGrid, MCResult, monte_carlo, run_mc_command
+from xsim.montecarlo import IMAGE_KINDS, AntiScatterGrid, MCResult, monte_carlo
 from xsim.physics.materials import material
 from xsim.physics.spectra import Spectrum
 from xsim.volume import Phantom
@@ -171,17 +171,6 @@ def test_load_refuses_other_files(tmp_path, small_thorax):
     small_thorax.save(tmp_path / "phantom.h5")
     with pytest.raises(XsimInputError, match="xsim.MCResult"):
         MCResult.load(tmp_path / "phantom.h5")
-
-
-def test_run_mc_command_writes_a_result(tmp_path, small_thorax):
-    small_thorax.save(tmp_path / "thorax.h5")
-    r = run_mc_command(tmp_path / "thorax.h5", tmp_path / "out.h5", kvp=80, photons=1e4, batches=2,
-                       detector_shape=(16, 16), pixel_mm=20.0, progress=False)
-    back = MCResult.load(tmp_path / "out.h5")
-    assert back.primary.shape == (16, 16) and np.array_equal(back.primary, r.primary)
-    assert "80 kVp" in back.settings["source"]
-    with pytest.raises(XsimInputError, match="not both"):
-        run_mc_command(tmp_path / "thorax.h5", tmp_path / "x.h5", kvp=80, energy_keV=60.0, photons=10)
 
 
 def test_interrupt_after_a_batch_returns_the_finished_batches(monkeypatch, small_thorax, small_camera):

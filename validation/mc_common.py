@@ -1,9 +1,7 @@
 """Shared pieces of the Monte Carlo validation studies (no study here): exact-thickness slab phantoms, the
-narrow-beam geometry, analytic primary signals, and atomic file output."""
+narrow-beam geometry and analytic primary signals."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +51,3 @@ def analytic_primary(camera: Camera, energy_keV: float, detector: Detector, mu_p
     cos = dirs @ n
     area = float(np.prod(camera.pixel_mm))
     return (1e6 / r2) * cos * area * detector.response(energy_keV, cos) * np.exp(-mu_per_mm * thickness_mm / cos)
-
-
-def save_atomic(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

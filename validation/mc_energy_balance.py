@@ -12,7 +12,6 @@ Run: ``python -m validation.mc_energy_balance [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -26,11 +25,12 @@ from xsim import phantoms  # noqa: E402
 from xsim.geometry import CArm  # noqa: E402
 from xsim.montecarlo import ENERGY_SLOTS, monte_carlo  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 try:
-    from .mc_common import DEFAULT_OUT_DIR, save_atomic
+    from .mc_common import DEFAULT_OUT_DIR
 except ImportError:
-    from mc_common import DEFAULT_OUT_DIR, save_atomic
+    from mc_common import DEFAULT_OUT_DIR
 
 TOLERANCE = 1e-6
 
@@ -61,14 +61,13 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     ok = (table.imbalance.abs() <= TOLERANCE) & (table.deposit_sum_mismatch.abs() <= TOLERANCE)
     table["status"] = ["PASS" if o else "FAIL" for o in ok]
     out = Path(out_dir)
-    save_atomic(out / "mc_energy_balance.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.9g"))
+    save_table(table, out / "mc_energy_balance.csv", float_format="%.9g")
     fig, ax = plt.subplots(figsize=(7, 4))
     parts = ["deposited_eV", "reached_plane_eV", "escaped_elsewhere_eV", "deposited_world_eV"]
     (table.set_index("case")[parts].div(table.set_index("case").incident_eV, axis=0)).plot.barh(stacked=True, ax=ax)
     ax.set(xlabel="fraction of the incident energy", title="MC energy bookkeeping")
     fig.tight_layout()
-    save_atomic(out / "mc_energy_balance.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, out / "mc_energy_balance.png")
     print(table.to_string(index=False))
     passed = bool(ok.all())
     print(f"\n{'PASS' if passed else 'FAIL'}: incident = deposited + escaped within {TOLERANCE:g} relative")
@@ -76,8 +75,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR)
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR)

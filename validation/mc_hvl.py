@@ -11,7 +11,6 @@ Run: ``python -m validation.mc_hvl [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -26,11 +25,12 @@ import pandas as pd  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 try:
-    from .mc_common import DEFAULT_OUT_DIR, narrow_beam_camera, save_atomic, slab_phantom
+    from .mc_common import DEFAULT_OUT_DIR, narrow_beam_camera, slab_phantom
 except ImportError:
-    from mc_common import DEFAULT_OUT_DIR, narrow_beam_camera, save_atomic, slab_phantom
+    from mc_common import DEFAULT_OUT_DIR, narrow_beam_camera, slab_phantom
 
 KVPS = (80.0, 120.0)
 THICKNESS_FACTORS = (0.75, 1.0, 1.25)
@@ -84,15 +84,14 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     table = pd.DataFrame([hvl_case(k, photons, seed=i) for i, k in enumerate(KVPS)])
     table["status"] = ["PASS" if abs(d) <= TOLERANCE else "FAIL" for d in table.deviation]
     out = Path(out_dir)
-    save_atomic(out / "mc_hvl.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    save_table(table, out / "mc_hvl.csv")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(table.kvp, table.hvl_mc_mm, yerr=table.hvl_sigma_mm, fmt="o", capsize=3, label="Monte Carlo")
     ax.plot(table.kvp, table.hvl_reference_mm, "k_", ms=20, label="Spectrum.hvl_mm (analytic)")
     ax.set(xlabel="tube potential (kVp)", ylabel="first HVL (mm Al)", title="MC half-value layers")
     ax.legend()
     fig.tight_layout()
-    save_atomic(out / "mc_hvl.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, out / "mc_hvl.png")
     print(table.to_string(index=False))
     passed = bool((table.status == "PASS").all())
     print(f"\n{'PASS' if passed else 'FAIL'}: MC HVL = analytic HVL within {TOLERANCE:.0%}")
@@ -100,8 +99,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR)
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR)

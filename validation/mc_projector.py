@@ -13,7 +13,6 @@ Run: ``python -m validation.mc_projector [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -29,11 +28,12 @@ from xsim.geometry import CArm  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
 from xsim.projector import project  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 try:
-    from .mc_common import DEFAULT_OUT_DIR, save_atomic
+    from .mc_common import DEFAULT_OUT_DIR
 except ImportError:
-    from mc_common import DEFAULT_OUT_DIR, save_atomic
+    from mc_common import DEFAULT_OUT_DIR
 
 SUPERSAMPLE = 8
 MIN_PRIMARY_HISTORIES = 200
@@ -77,7 +77,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
                          spectrum=Spectrum.tungsten(80))]
     table = pd.DataFrame([r for r, _ in runs])
     out = Path(out_dir)
-    save_atomic(out / "mc_projector.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    save_table(table, out / "mc_projector.csv")
     fig, axes = plt.subplots(len(runs), 3, figsize=(10, 3.3 * len(runs)), squeeze=False)
     for row_axes, (row, (proj, mc, mask)) in zip(axes, runs):
         row_axes[0].imshow(proj, cmap="gray")
@@ -88,8 +88,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
         row_axes[2].set_title("MC / projector - 1 (compared pixels)")
         fig.colorbar(im, ax=row_axes[2])
     fig.tight_layout()
-    save_atomic(out / "mc_projector.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, out / "mc_projector.png", dpi=100)
     print(table.to_string(index=False))
     passed = bool((table.status == "PASS").all())
     print(f"\n{'PASS' if passed else 'FAIL'}: MC primary = projector primary within statistics")
@@ -97,8 +96,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR)
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR)

@@ -16,7 +16,6 @@ Run: ``python -m validation.mc_scatter_study [--quick] [--out DIR]`` (full: 32 r
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -29,11 +28,12 @@ import pandas as pd  # noqa: E402
 
 from xsim.montecarlo import AntiScatterGrid, monte_carlo  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 try:
-    from .mc_common import DEFAULT_OUT_DIR, frontal_camera, save_atomic, slab_phantom
+    from .mc_common import DEFAULT_OUT_DIR, frontal_camera, slab_phantom
 except ImportError:
-    from mc_common import DEFAULT_OUT_DIR, frontal_camera, save_atomic, slab_phantom
+    from mc_common import DEFAULT_OUT_DIR, frontal_camera, slab_phantom
 
 SDD_MM = 1800.0
 GAP_MM = 10.0
@@ -73,7 +73,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     bare, gridded = table[table.grid == "none"], table[table.grid != "none"]
     passed &= bool((gridded.spr.to_numpy() < bare.spr.to_numpy()).all())
     out = Path(out_dir)
-    save_atomic(out / "mc_scatter_study.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.5g"))
+    save_table(table, out / "mc_scatter_study.csv", float_format="%.5g")
     fig, ax = plt.subplots(figsize=(6, 4))
     for (kvp, grid), group in table.groupby(["kvp", "grid"]):
         ax.errorbar(group.thickness_mm / 10.0, group.spr, yerr=group.spr_sigma, marker="o" if grid == "none" else "s",
@@ -82,8 +82,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
            title="30 x 30 cm water slab, source-detector 180 cm")
     ax.legend()
     fig.tight_layout()
-    save_atomic(out / "mc_scatter_study.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, out / "mc_scatter_study.png")
     print(table.to_string(index=False))
     print(f"\n{'PASS' if passed else 'FAIL'}: SPR grows with thickness at every kVp (5 -> 30 cm by > 3 sigma, no "
           "step down by > 2 sigma); the grid lowers it")
@@ -91,8 +90,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR)
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR)

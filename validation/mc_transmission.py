@@ -10,7 +10,6 @@ Run: ``python -m validation.mc_transmission [--quick] [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -23,11 +22,12 @@ import pandas as pd  # noqa: E402
 from xsim.detector import Detector  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
+from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
 
 try:  # run as a module of the validation package or as a script
-    from .mc_common import DEFAULT_OUT_DIR, analytic_primary, narrow_beam_camera, save_atomic, slab_phantom
+    from .mc_common import DEFAULT_OUT_DIR, analytic_primary, narrow_beam_camera, slab_phantom
 except ImportError:
-    from mc_common import DEFAULT_OUT_DIR, analytic_primary, narrow_beam_camera, save_atomic, slab_phantom
+    from mc_common import DEFAULT_OUT_DIR, analytic_primary, narrow_beam_camera, slab_phantom
 
 MATERIALS = ("water", "cortical bone", "aluminium")
 ENERGIES_KEV = (30.0, 60.0, 100.0)
@@ -59,7 +59,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
                           enumerate((m, e) for m in MATERIALS for e in ENERGIES_KEV)])
     table["status"] = ["PASS" if abs(d) <= N_SIGMA else "FAIL" for d in table.deviation_sigma]
     out = Path(out_dir)
-    save_atomic(out / "mc_transmission.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    save_table(table, out / "mc_transmission.csv")
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, group in table.groupby("material"):
         ax.errorbar(group.energy_keV, group.measured / group.expected - 1.0,
@@ -68,8 +68,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     ax.set(xlabel="energy (keV)", ylabel="MC / exp(-mu x) - 1 (bars: 3 sigma)", title="narrow-beam transmission")
     ax.legend()
     fig.tight_layout()
-    save_atomic(out / "mc_transmission.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, out / "mc_transmission.png")
     print(table.to_string(index=False))
     passed = bool((table.status == "PASS").all())
     print(f"\n{'PASS' if passed else 'FAIL'}: MC primary transmission = exp(-mu x) within {N_SIGMA:g} sigma")
@@ -77,8 +76,4 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT_DIR)
-    args = parser.parse_args()
-    raise SystemExit(0 if main(args.out, args.quick) else 1)
+    study_cli(main, __doc__.splitlines()[0], DEFAULT_OUT_DIR)

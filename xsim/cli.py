@@ -72,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="output prefix: writes PREFIX.png, .tiff and .h5")
     render.set_defaults(func=_cmd_render)
 
+    mc = sub.add_parser("mc", help="Monte Carlo reference images and dose of one view (HDF5)")
+    mc.add_argument("source", metavar="CT_OR_PHANTOM",
+                    help="CT file/folder, phantom .h5, or a procedural phantom such as thorax:seed=3")
+    mc.add_argument("--lao", type=float, default=0.0, help="LAO (>0) / RAO (<0) angle, deg")
+    mc.add_argument("--cran", type=float, default=0.0, help="CRAN (>0) / CAUD (<0) angle, deg")
+    mc.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
+                    help="isocenter, patient LPS mm")
+    beam = mc.add_mutually_exclusive_group()
+    beam.add_argument("--kvp", type=float, default=80.0, help="tungsten tube potential, kV (default: %(default)s)")
+    beam.add_argument("--energy-kev", type=float, help="monoenergetic beam instead of a tube spectrum")
+    mc.add_argument("--al-mm", type=float, default=2.5, help="total aluminium filtration, mm")
+    mc.add_argument("--photons", type=float, default=1e7, help="histories (default: %(default)g)")
+    mc.add_argument("--seed", type=int, default=0)
+    mc.add_argument("--batches", type=int, default=10, help="batches for the uncertainties")
+    mc.add_argument("--air", action="store_true", help="transport in air around the phantom")
+    mc.add_argument("--shape", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"))
+    mc.add_argument("--pixel-mm", type=float, default=2.4)
+    mc.add_argument("--out", required=True, help="output .h5 file")
+    mc.set_defaults(func=_cmd_mc)
+
     dataset = sub.add_parser("dataset", help="render datasets from a YAML spec")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     run = dataset_sub.add_parser("run", help="render (or resume) a dataset spec")
@@ -81,6 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="local worker processes (default: CPU count; 0: in process)")
     run.add_argument("--max-items", type=int, help="stop after this many items")
     run.set_defaults(func=_cmd_dataset_run)
+
+    scatter = sub.add_parser("scatter", help="learned scatter: Monte Carlo training data, CNN training, evaluation")
+    scatter_sub = scatter.add_subparsers(dest="scatter_command", metavar="ACTION", required=True)
+    make = scatter_sub.add_parser("make-dataset", help="simulate (or resume) Monte Carlo scatter cases")
+    make.add_argument("--out", required=True, help="dataset folder")
+    make.add_argument("--seeds", default="0-9", help="phantom seeds, e.g. 0-9 or 100,101 (default: %(default)s)")
+    make.add_argument("--kinds", nargs="+", default=["thorax", "abdomen", "pelvis", "head"])
+    make.add_argument("--views", type=int, default=3, help="views per phantom (default: %(default)s)")
+    make.add_argument("--photons", type=float, default=5e6, help="histories per case (default: %(default)g)")
+    make.add_argument("--seed", type=int, default=0, help="plan seed (views, kVp, filtration, MC seeds)")
+    make.add_argument("--split", default="train", help="label of the cases (default: %(default)s)")
+    make.add_argument("--workers", type=int, default=2, help="local processes (default: %(default)s)")
+    make.set_defaults(func=_cmd_scatter_make_dataset)
+    train = scatter_sub.add_parser("train", help="train the scatter CNN on a dataset folder")
+    train.add_argument("data", help="training dataset folder")
+    train.add_argument("--out", required=True, help="model file (.pt)")
+    train.add_argument("--epochs", type=int, default=120)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=2)
+    train.set_defaults(func=_cmd_scatter_train)
+    evaluate = scatter_sub.add_parser("evaluate", help="errors of the CNN vs Monte Carlo on held-out cases")
+    evaluate.add_argument("data", help="held-out dataset folder")
+    evaluate.add_argument("--model", help="model file (default: the shipped model)")
+    evaluate.add_argument("--out", default="xsim-scatter-eval", help="output folder (default: %(default)s)")
+    evaluate.set_defaults(func=_cmd_scatter_evaluate)
     return parser
 
 
@@ -165,6 +210,22 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mc(args: argparse.Namespace) -> int:
+    from .geometry import CArm
+    from .montecarlo import monte_carlo
+    from .physics.spectra import Spectrum
+    from .rendering import load_phantom
+
+    phantom = load_phantom(args.source)
+    camera = CArm(detector_shape=tuple(args.shape), pixel_mm=args.pixel_mm).view(
+        args.lao, args.cran, isocenter_mm=args.isocenter)
+    spectrum = None if args.energy_kev else Spectrum.tungsten(args.kvp, {"Al": args.al_mm})
+    result = monte_carlo(phantom, camera, spectrum=spectrum, energy_keV=args.energy_kev, photons=args.photons,
+                         seed=args.seed, batches=args.batches, world_material="air" if args.air else None)
+    print(f"wrote {result.save(args.out)}: {result!r}")
+    return 0
+
+
 def _cmd_dataset_run(args: argparse.Namespace) -> int:
     from .datasets import run_dataset
 
@@ -172,6 +233,35 @@ def _cmd_dataset_run(args: argparse.Namespace) -> int:
                           max_items=args.max_items)
     print(summary)
     return 1 if summary.failures else 0
+
+
+def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:
+    from .scatter_data import make_dataset, parse_seeds, plan_cases
+
+    cases = plan_cases(parse_seeds(args.seeds), kinds=args.kinds, views=args.views, photons=args.photons,
+                       seed=args.seed, split=args.split)
+    summary = make_dataset(args.out, cases, workers=args.workers)
+    print(f"{args.out}: {summary['simulated']} simulated in {summary['elapsed_s']:.0f} s, {summary['done']} already "
+          f"done, {len(summary['failed'])} failed" + "".join(f"\n  FAILED {c}: {e}" for c, e in summary["failed"]))
+    return 1 if summary["failed"] else 0
+
+
+def _cmd_scatter_train(args: argparse.Namespace) -> int:
+    from .scatter_train import train
+
+    model, history = train(args.data, args.out, epochs=args.epochs, seed=args.seed, threads=args.threads)
+    print(f"wrote {args.out}: {model.n_parameters()} parameters, {history['time_s']:.0f} s, best epoch "
+          f"{history['best_epoch']}, validation loss {min(history['val_loss']):.4g}")
+    return 0
+
+
+def _cmd_scatter_evaluate(args: argparse.Namespace) -> int:
+    from .scatter_eval import evaluate
+
+    result = evaluate(args.data, model=args.model, out_dir=args.out)
+    print(result["summary"].to_string(float_format=lambda v: f"{v:.4f}"))
+    print("\n".join(f"wrote {path}" for path in result["files"].values()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

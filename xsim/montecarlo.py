@@ -2,8 +2,8 @@
 
 Owns :func:`monte_carlo` (the driver of ``kernels/mc_transport.cu``), :class:`MCResult` (images, 3D
 energy deposit, uncertainties by batches, HDF5 save/load), :class:`AntiScatterGrid`, the tables the kernel
-reads (:class:`PhysicsTables`, :class:`RegionMajorants`), the sampler checks behind the statistical tests
-(:func:`sample_angles`, :func:`sample_alias`) and :func:`run_mc_command` (the ``xsim mc`` command).
+reads (:class:`PhysicsTables`, :class:`RegionMajorants`), and the sampler checks behind the statistical tests
+(:func:`sample_angles`, :func:`sample_alias`); the ``xsim mc`` command calls :func:`monte_carlo`.
 Physics model, approximations and units: docs/monte_carlo.md.
 
 Units
@@ -29,6 +29,7 @@ import numpy as np
 
 from . import runtime
 from .checks import XsimInputError, check_positive, check_range, check_type
+from .fileio import atomic_path
 from .geometry import Camera
 from .physics.materials import AVOGADRO_PER_MOL, Material
 from .physics.spectra import Spectrum
@@ -37,7 +38,7 @@ from .projector import VoxelGrid, voxel_grid
 from .volume import Phantom
 
 __all__ = ["ENERGY_RANGE_KEV", "AntiScatterGrid", "MCResult", "PhysicsTables", "RegionMajorants", "monte_carlo",
-           "run_mc_command", "sample_alias", "sample_angles"]
+           "sample_alias", "sample_angles"]
 
 ENERGY_RANGE_KEV = (1.0, 150.0)  # table range: spectra must have no fluence outside it
 ENERGY_STEP_KEV = 0.1  # linear grid; interpolation error < 0.1 % above 10 keV away from edges (tested)
@@ -653,27 +654,21 @@ class MCResult:
         import h5py
 
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = _FORMAT
-                f.attrs["format_version"] = _FORMAT_VERSION
-                f.attrs["settings"] = json.dumps(self.settings)
-                f.attrs["camera"] = self.camera.to_json()
-                f.attrs["energy_balance_eV"] = json.dumps(self.energy_balance_eV)
-                f.attrs["photons"] = self.photons
-                f.attrs["seed"] = self.seed
-                f.attrs["run_time_s"] = self.run_time_s
-                for kind in IMAGE_KINDS:
-                    f.create_dataset(f"images/{kind}", data=getattr(self, kind))
-                    f.create_dataset(f"images/{kind}_std", data=getattr(self, f"{kind}_std"))
-                if self.energy_deposit is not None:
-                    f.create_dataset("energy_deposit", data=self.energy_deposit, compression="gzip")
-                    f.create_dataset("energy_deposit_std", data=self.energy_deposit_std, compression="gzip")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = _FORMAT
+            f.attrs["format_version"] = _FORMAT_VERSION
+            f.attrs["settings"] = json.dumps(self.settings)
+            f.attrs["camera"] = self.camera.to_json()
+            f.attrs["energy_balance_eV"] = json.dumps(self.energy_balance_eV)
+            f.attrs["photons"] = self.photons
+            f.attrs["seed"] = self.seed
+            f.attrs["run_time_s"] = self.run_time_s
+            for kind in IMAGE_KINDS:
+                f.create_dataset(f"images/{kind}", data=getattr(self, kind))
+                f.create_dataset(f"images/{kind}_std", data=getattr(self, f"{kind}_std"))
+            if self.energy_deposit is not None:
+                f.create_dataset("energy_deposit", data=self.energy_deposit, compression="gzip")
+                f.create_dataset("energy_deposit_std", data=self.energy_deposit_std, compression="gzip")
         return path
 
     @classmethod
@@ -924,52 +919,3 @@ def _progress(total: int, enabled: bool):
 def _xsim_version() -> str:
     from . import __version__
     return __version__
-
-
-def run_mc_command(phantom_path: str | os.PathLike, out: str | os.PathLike, kvp: float | None = 120.0,
-                   energy_keV: float | None = None, filtration_mm_al: float = 2.5, photons: float = 1e6,
-                   seed: int = 0, batches: int = 10, sdd_mm: float = 1020.0, sid_mm: float = 760.0,
-                   detector_shape: tuple[int, int] = (256, 256), pixel_mm: float = 1.6, lao_deg: float = 0.0,
-                   cran_deg: float = 0.0, world_material: str | None = None, backend: str = "auto",
-                   threads: int | None = None, progress: bool = True) -> MCResult:
-    """``xsim mc``: Monte Carlo of a phantom file or a CT with a C-arm view, saved to HDF5.
-
-    Parameters
-    ----------
-    phantom_path : path
-        A phantom written by ``Phantom.save`` (``.h5``), or a CT that ``xsim.load_ct`` reads (converted with
-        the default HU calibration).
-    out : path
-        Output ``.h5`` (:meth:`MCResult.save`).
-    kvp : float or None
-        Tungsten tube potential, kV, with ``filtration_mm_al`` mm Al; None when ``energy_keV`` is given.
-    energy_keV : float, optional
-        Monoenergetic beam instead of a tube spectrum.
-    photons, seed, batches, world_material, backend, threads, progress
-        As in :func:`monte_carlo`.
-    sdd_mm, sid_mm, detector_shape, pixel_mm, lao_deg, cran_deg
-        C-arm geometry (:class:`xsim.geometry.CArm` and its ``view``), isocentre at the world origin.
-    """
-    from .geometry import CArm
-    from .volume import load_ct
-
-    src = Path(phantom_path)
-    if src.suffix == ".h5":
-        phantom = Phantom.load(src)
-    else:
-        phantom = load_ct(src).to_phantom()
-    spectrum = None
-    if energy_keV is None:
-        check_type("kvp", kvp, (int, float))
-        check_range("filtration_mm_al", filtration_mm_al, 0.0, None, unit="mm")
-        spectrum = Spectrum.tungsten(kvp, {"Al": filtration_mm_al})
-    elif kvp is not None:
-        raise XsimInputError("give kvp (tube spectrum) or energy_keV (monoenergetic), not both")
-    camera = CArm(sdd_mm=sdd_mm, sid_mm=sid_mm, detector_shape=detector_shape, pixel_mm=pixel_mm).view(
-        lao_deg=lao_deg, cran_deg=cran_deg)
-    result = monte_carlo(phantom, camera, spectrum=spectrum, energy_keV=energy_keV, photons=photons, seed=seed,
-                         batches=batches, world_material=world_material, backend=backend, threads=threads,
-                         progress=progress)
-    result.settings["input"] = str(src)
-    result.save(out)
-    return result
