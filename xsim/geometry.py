@@ -334,12 +334,14 @@ class Camera:
         )
 
 
-def _rot_z(deg: float) -> np.ndarray:
+def rotation_z(deg: float) -> np.ndarray:
+    """Rotation by ``deg`` degrees about the world z axis (right-handed), 3x3."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _rot_x(deg: float) -> np.ndarray:
+def rotation_x(deg: float) -> np.ndarray:
+    """Rotation by ``deg`` degrees about the world x axis (right-handed), 3x3."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
@@ -411,7 +413,7 @@ class CArm:
         """
         check_range("lao_deg", lao_deg, -180.0, 180.0, unit="deg")
         check_range("cran_deg", cran_deg, -90.0, 90.0, unit="deg")
-        rot = _rot_z(lao_deg) @ _rot_x(-cran_deg)
+        rot = rotation_z(lao_deg) @ rotation_x(-cran_deg)
         return np.stack([rot @ _U0, rot @ _V0, rot @ _N0])
 
     def view(

@@ -8,7 +8,11 @@ unless stated. Analytic phantoms carry their exact geometry in ``phantom.shapes`
 
 Voxelisation of the analytic phantoms (sphere, ellipsoid, cylinder) is partial-volume by default: a
 voxel the surface cuts holds the fraction of its volume inside the shape, computed from the shapes'
-closed-form chords, so masses are exact and line integrals unbiased (see :func:`ellipsoid`).
+closed-form chords (8 x 8 per voxel), at density f rho + (1 - f) rho_background. Masses are then
+the exact shape's (to 1e-5) and projected line integrals unbiased, each within 1 % of the closed-form
+chord for rays 16 voxels or more inside the silhouette (nearer the edge a voxel grid aliases more).
+The background's share of a cut voxel is counted in the shape's material: negligible for air
+(0.0012 g/cm^3), an approximate mixture (right mass, the shape's composition) for a dense background.
 Anthropomorphic phantoms are binary: a voxel takes the material of the last shape that contains
 its centre. Structures thinner than the voxel (wires, small vessels) are widened to a radius of
 0.75 voxel, which no voxel lattice can miss, and their density is lowered by (r / r_wide)^2, which
@@ -25,6 +29,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from .checks import XsimInputError, check_choice, check_positive, check_type
+from .geometry import rotation_x, rotation_z
 from .physics.materials import Material, material
 from .volume import Phantom
 
@@ -483,14 +488,8 @@ def water_cylinder(
     material : str
         Material name (default water).
     partial_volume : bool
-        True (default): a voxel the surface cuts holds the shape's material at density
-        f rho + (1 - f) rho_background, f its volume fraction inside the shape (from
-        8 x 8 closed-form chords per voxel). The mass is then the exact shape's (to 1e-5) and
-        projected line integrals are unbiased, each within 1 % of the closed-form chord for rays
-        16 voxels or more inside the silhouette (nearer the edge a voxel grid aliases more). The
-        background's share of a cut voxel is counted in the shape's material: negligible for air
-        (0.0012 g/cm^3), an approximate mixture (right mass, the shape's composition) for a dense
-        background. False: binary voxels, each taking the material that contains its centre.
+        True (default): partial-volume voxels (exact mass; see the module docstring). False: binary
+        voxels, each taking the material that contains its centre.
 
     Returns
     -------
@@ -531,14 +530,8 @@ def ellipsoid(
     voxel_mm : float
         Cubic voxel edge, mm.
     partial_volume : bool
-        True (default): a voxel the surface cuts holds the shape's material at density
-        f rho + (1 - f) rho_background, f its volume fraction inside the shape (from
-        8 x 8 closed-form chords per voxel). The mass is then the exact shape's (to 1e-5) and
-        projected line integrals are unbiased, each within 1 % of the closed-form chord for rays
-        16 voxels or more inside the silhouette (nearer the edge a voxel grid aliases more). The
-        background's share of a cut voxel is counted in the shape's material: negligible for air
-        (0.0012 g/cm^3), an approximate mixture (right mass, the shape's composition) for a dense
-        background. False: binary voxels, each taking the material that contains its centre.
+        True (default): partial-volume voxels (exact mass; see the module docstring). False: binary
+        voxels, each taking the material that contains its centre.
 
     Returns
     -------
@@ -596,16 +589,6 @@ def _curve(points: Any, n: int) -> np.ndarray:
     p = np.asarray(points, dtype=float)
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
     return CubicSpline(s, p, axis=0)(np.linspace(0.0, s[-1], n))
-
-
-def _rot_z(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _rot_x(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def _trunk(b: _Builder, rng, a_mm: float, b_mm: float, fat_mm: float, muscle_mm: float):
@@ -804,7 +787,7 @@ def thorax(
              apex - rng.uniform(70, 90))
         normal_deg = math.degrees(math.atan2(math.sin(phi) / bb, side * math.cos(phi) / a))
         b.bone_ellipsoid(c, (rng.uniform(45, 55), 5.0, rng.uniform(60, 75)), trab, shell_mm=2.0,
-                         rotation=_rot_z(normal_deg - 90))  # scapula: thin axis along the wall normal
+                         rotation=rotation_z(normal_deg - 90))  # scapula: thin axis along the wall normal
         clav = [(side * 18.0, y_sternum, apex - 15), (side * a * 0.45, y_sternum + 10, apex - 5),
                 (side * a * 0.8, -bb * 0.1, apex + 5)]
         b.bone_tube(_curve(clav, 10), rng.uniform(6, 7.5), trab)
@@ -881,7 +864,7 @@ def abdomen(
         c = np.array([side * rng.uniform(60, 75), y_spine + rng.uniform(0, 15),
                       z_renal - (12.0 if side < 0 else 0.0)])
         radii = (rng.uniform(25, 30), rng.uniform(20, 24), rng.uniform(50, 60))
-        b.ellipsoid("soft tissue", c, radii, 1.05, rotation=_rot_z(side * 30.0))
+        b.ellipsoid("soft tissue", c, radii, 1.05, rotation=rotation_z(side * 30.0))
         kidneys[name] = c
         b.elliptic_cylinder("skeletal muscle", (side * (vb[0] + rng.uniform(15, 22)), y_spine + 5),
                             (rng.uniform(14, 20), rng.uniform(14, 18)),
@@ -963,13 +946,13 @@ def pelvis(
 
     sacrum = np.array([0.0, bi * rng.uniform(0.55, 0.7), z_hi - rng.uniform(60, 80)])
     b.bone_ellipsoid(sacrum, (rng.uniform(45, 55), rng.uniform(15, 20), rng.uniform(55, 70)), trab,
-                     rotation=_rot_x(20.0))  # sacrum, tilted
+                     rotation=rotation_x(20.0))  # sacrum, tilted
     heads = {}
     for side, name in ((-1, "right"), (1, "left")):
         fh = np.array([side * x_fh, y_fh, z_fh])
         # iliac wing: a thin plate fanning from the sacroiliac joint forward and outward
         wing = np.array([side * rng.uniform(75, 90), sacrum[1] * 0.2, z_fh + rng.uniform(75, 95)])
-        rot, half = _rot_z(-side * rng.uniform(45, 55)), rng.uniform(55, 65)
+        rot, half = rotation_z(-side * rng.uniform(45, 55)), rng.uniform(55, 65)
         b.bone_ellipsoid(wing, (half, rng.uniform(6, 8), rng.uniform(50, 60)), trab, rotation=rot)
         b.bone_tube([wing - (0, 0, 40), fh + (side * 5, 5, r_fh)], rng.uniform(14, 18), trab)
         b.bone_tube([sacrum + (side * 35, 0, 0), wing - 0.8 * half * rot[:, 0]], 10.0, trab)
@@ -1075,7 +1058,7 @@ def head(
         b.ellipsoid("water", (side * rng.uniform(9, 13), c[1] + 5, zc + 12),
                     (rng.uniform(5, 8), rng.uniform(25, 32), rng.uniform(8, 11)))  # lateral ventricles
     b.bone_ellipsoid((0.0, c[1], zc - 34), (sk[0] - t, sk[1] - t, 7.0), trab,
-                     rotation=_rot_x(-slope_deg), where=in_skull)  # skull base
+                     rotation=rotation_x(-slope_deg), where=in_skull)  # skull base
 
     orbits = {}
     y_face = c[1] - sk[1]
