@@ -205,7 +205,7 @@ def project(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = None, 
 
     keep = spectrum.fluence > 0  # empty bins cost time and add nothing
     energies, fluence = spectrum.energies_keV[keep], spectrum.fluence[keep]
-    mu = np.stack([m.mu_over_rho(energies) for m in phantom.materials], axis=1).astype(np.float32)  # [E, mat]
+    mu = np.stack([m.mu_over_rho(energies) for m in phantom.materials]).astype(np.float32)  # [mat, E]
     mu_t, signal, count = detector.kernel_tables(energies)
 
     rows, cols = camera.detector_shape
