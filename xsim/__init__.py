@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from . import phantoms
 from .checks import XsimInputError
 from .detector import Detector
+from .dosimetry import AirKermaDetector, incident_air_kerma_uGy, mc_air_kerma_uGy
 from .geometry import Camera, CArm
 from .montecarlo import AntiScatterGrid, MCResult, monte_carlo
 from .physics.calibration import HUCalibration
@@ -20,6 +21,7 @@ from .rendering import Rendering, render
 from .volume import Phantom, Volume, load_ct
 
 __all__ = [
+    "AirKermaDetector",
     "AntiScatterGrid",
     "CArm",
     "Camera",
@@ -34,9 +36,11 @@ __all__ = [
     "Spectrum",
     "Volume",
     "XsimInputError",
+    "incident_air_kerma_uGy",
     "list_materials",
     "load_ct",
     "material",
+    "mc_air_kerma_uGy",
     "monte_carlo",
     "phantoms",
     "project",
