@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from xsim.dosimetry import AirKermaDetector  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
@@ -37,20 +38,6 @@ THICKNESS_FACTORS = (0.75, 1.0, 1.25)
 TOLERANCE = 0.02
 
 
-class AirKermaScorer:
-    """Detector stand-in for the MC: signal = E (mu_en/rho)_air(E) per photon (keV cm^2/g), any angle."""
-
-    unit = "keV cm^2/g"
-
-    def kernel_tables(self, energies_keV):
-        e = np.asarray(energies_keV, dtype=float)
-        signal = e * material("air").mu_en_over_rho(e)
-        return (np.full(e.shape, np.inf, np.float32), signal.astype(np.float32), np.ones(e.shape, np.float32))
-
-    def __repr__(self):
-        return "AirKermaScorer(E mu_en/rho of air)"
-
-
 def hvl_case(kvp: float, photons: float, seed: int = 0) -> dict:
     spectrum = Spectrum.tungsten(kvp, {"Al": 2.5})
     reference = spectrum.hvl_mm("Al")
@@ -63,7 +50,7 @@ def hvl_case(kvp: float, photons: float, seed: int = 0) -> dict:
         ph = slab_phantom(al, max(t, 1.0), size_mm=40.0, gap_mm=400.0, sdd_mm=1000.0,
                           density_g_cm3=al.density_g_cm3 if t > 0 else 0.0)
         r = monte_carlo(ph, cam, spectrum=spectrum, photons=photons, seed=seed, batches=20,
-                        detector=AirKermaScorer(), progress=False)
+                        detector=AirKermaDetector(), progress=False)
         kerma.append(r.total[0, 0])
         sigma.append(math.hypot(r.primary_std[0, 0], r.scatter_std[0, 0]))
     t = np.array(thicknesses[1:])
