@@ -90,7 +90,6 @@ def test_another_spec_into_the_same_folder_is_refused(tmp_path):
     ("  per_source: 10", "  per_sourse: 10", r"line 5: field 'views.per_sourse': .*did you mean 'per_source'"),
     ("  kvp: [70, 90]", "  kvp: seventy", r"line 12: field 'settings.kvp': must be a number"),
     ("  lao_deg: [-30, 30]", "  lao_deg: [-30, 30", r"spec.yaml, line \d+: not valid YAML"),
-    ("  scatter: none", "  scatter: cnn", r"line 14: field 'settings.scatter': .*not available yet"),
 ])
 def test_bad_specs_fail_before_any_work(tmp_path, old, new, message):
     text = SPEC.format(per_source=10)

@@ -55,9 +55,9 @@ def test_mc_scatter_adds_signal(phantom, camera):
                                rtol=1e-4)
 
 
-def test_cnn_scatter_is_a_clear_error_until_the_model_exists(phantom, camera):
-    with pytest.raises(XsimInputError, match="scatter CNN .* not available yet"):
-        render(phantom, camera, SPECTRUM, scatter="cnn")
+def test_cnn_scatter_uses_the_shipped_model(phantom, camera):
+    r = render(phantom, camera, SPECTRUM, scatter="cnn", noise=False)  # details: tests/test_scatter.py
+    assert r.settings["scatter"] == "cnn" and np.all(np.isfinite(r.scatter)) and r.scatter.mean() > 0
 
 
 def test_ct_volume_input(camera):

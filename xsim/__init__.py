@@ -2,7 +2,8 @@
 
 Public surface (see README.md): materials and spectra (:mod:`xsim.physics`), CT volumes and
 phantoms (:mod:`xsim.volume`, :mod:`xsim.phantoms`), C-arm geometry (:mod:`xsim.geometry`), the
-kernel runtime (:mod:`xsim.runtime`) and the ``xsim`` command line.
+projector, the Monte Carlo, the learned scatter model (:mod:`xsim.scatter`, loaded on first use),
+rendering and datasets, the kernel runtime (:mod:`xsim.runtime`) and the ``xsim`` command line.
 """
 __version__ = "0.1.0"
 
@@ -46,3 +47,12 @@ __all__ = [
     "project",
     "render",
 ]
+
+
+def __getattr__(name: str):
+    # xsim.scatter (the learned scatter CNN) imports torch: load it on first use, not with `import xsim`.
+    if name == "scatter":
+        import importlib
+
+        return importlib.import_module(".scatter", __name__)
+    raise AttributeError(f"module 'xsim' has no attribute {name!r}")

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--workers", type=int, default=2, help="local processes (default: %(default)s)")
     make.set_defaults(func=_cmd_scatter_make_dataset)
     train = scatter_sub.add_parser("train", help="train the scatter CNN on a dataset folder")
-    train.add_argument("data", help="training dataset folder")
+    train.add_argument("data", nargs="+", help="training dataset folder(s)")
     train.add_argument("--out", required=True, help="model file (.pt)")
     train.add_argument("--epochs", type=int, default=120)
     train.add_argument("--seed", type=int, default=0)

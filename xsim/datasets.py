@@ -201,10 +201,6 @@ def load_spec(path: str | os.PathLike) -> DatasetSpec:
         raise doc.error(("settings", "filtration_mm"), f"must map material to mm, got {filtration!r}")
     scatter = settings.get("scatter", "none")
     doc.check(("settings", "scatter"), check_choice, "scatter", scatter, ("cnn", "mc", "none"))
-    if scatter == "cnn":
-        from .rendering import _require_scatter_model
-
-        doc.check(("settings", "scatter"), _require_scatter_model)
     noise = settings.get("noise", True)
     if not isinstance(noise, bool):
         raise doc.error(("settings", "noise"), f"must be true or false, got {noise!r}")

@@ -17,7 +17,6 @@ Pipeline per image (each stage documented in its module):
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -151,9 +150,6 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
     readout = Readout() if readout is None else check_type("readout", readout, Readout)
     if labels is not None:
         check_type("labels", labels, LabelSpec).check(phantom)
-    if scatter == "cnn":
-        _require_scatter_model()
-
     proj = project(phantom, camera, spectrum=spectrum, detector=detector, backend=backend, threads=threads,
                    photons=True)
     primary, photons, flat = proj.primary, proj.photons, proj.flat_field
@@ -165,7 +161,7 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
                          detector=detector, backend=backend, threads=threads, progress=False)
         scatter_img = np.asarray(mc.scatter, dtype=np.float32)
     elif scatter == "cnn":
-        from . import scatter as scatter_model  # exists: checked by _require_scatter_model
+        from . import scatter as scatter_model  # torch is imported only when the CNN is used
 
         scatter_img = np.asarray(scatter_model.predict(proj, spectrum), dtype=np.float32)
 
@@ -192,12 +188,6 @@ def _flat_photons_per_keV(spectrum, detector) -> float:
     eta = np.asarray(detector.absorption_efficiency(e), dtype=float)
     w = np.asarray(detector.response(e), dtype=float)
     return float(np.sum(phi * eta) / np.sum(phi * w))
-
-
-def _require_scatter_model() -> None:
-    if importlib.util.find_spec("xsim.scatter") is None:
-        raise XsimInputError("scatter='cnn': the learned scatter CNN (xsim.scatter) is not available yet in this "
-                             "version of xsim; use scatter='mc' (Monte Carlo) or scatter='none'")
 
 
 def _as_phantom(obj: Any) -> Phantom:

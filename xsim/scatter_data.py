@@ -1,0 +1,401 @@
+"""Scatter training data: Monte Carlo scatter images paired with the CNN's ray-cast inputs.
+
+Owns the case plan (:func:`plan_cases`: phantom kind and seed, view, kVp, filtration, histories, each
+drawn from the plan seed and the case's index), one case's simulation (:func:`simulate_case`), the
+resumable parallel run (:func:`make_dataset`) and the reader (:func:`load_dataset`).
+
+Geometry (``GEOMETRY``): C-arm, SDD 1020 mm, SID 760 mm, 256 x 256 panel of 1.2 mm (307 mm), read out
+binned 4 x 4 on the CNN's 64 x 64 working grid. Per case:
+
+* ray cast on the full 256 x 256 panel, reduced to :func:`xsim.scatter.input_features` (area means);
+* Monte Carlo on the binned camera (64 x 64 pixels of 4.8 mm), tallied per binned pixel;
+* target: the scatter fraction ``f = S / F`` with ``F`` the flat field of the binned pixel (sum of its 16
+  panel pixels), and its standard error from the Monte Carlo batches.
+
+Phantoms are the procedural ones (:mod:`xsim.phantoms`) at coarse voxels (scatter depends on the gross
+anatomy), cropped to their non-air voxels (the Monte Carlo needs the phantom box before the detector; the
+air outside the body is negligible). Splits are by phantom seed: ``train`` and ``test`` plans take
+disjoint seed lists, so no anatomy is in both.
+
+Output folder: ``plan.json`` (the plan; a rerun with another plan is refused), ``shard-*.h5`` (one per
+worker process; one group per case) and ``manifest.csv`` (one row per finished case, appended after the
+case's group is written and its shard closed). A rerun skips finished cases and drops groups without a
+manifest row.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .checks import XsimInputError, check_choice, check_positive, check_range
+
+__all__ = ["GEOMETRY", "KINDS", "export_cases", "load_dataset", "make_dataset", "plan_cases", "simulate_case"]
+
+GEOMETRY = {"sdd_mm": 1020.0, "sid_mm": 760.0, "detector_shape": [256, 256], "pixel_mm": 1.2, "bin": 4}
+KINDS = ("thorax", "abdomen", "pelvis", "head")
+VOXEL_MM = {"thorax": 5.0, "abdomen": 5.0, "pelvis": 5.0, "head": 4.0}
+# View ranges keep every cropped phantom box in front of the detector plane (260 mm beyond the isocenter).
+LAO_RANGE_DEG, CRAN_RANGE_DEG = (-35.0, 35.0), (-15.0, 15.0)
+ISO_JITTER_MM = (5.0, 5.0, 15.0)
+KVP_RANGE_DATA = (60.0, 120.0)
+AL_RANGE_MM, CU_CHOICES_MM = (2.0, 4.0), (0.0, 0.1, 0.2, 0.3)
+MANIFEST = "manifest.csv"
+PLAN = "plan.json"
+COLUMNS = ["case_id", "split", "kind", "phantom_seed", "voxel_mm", "lao_deg", "cran_deg", "kvp", "al_mm", "cu_mm",
+           "photons", "mc_seed", "shard", "mc_time_s", "noise_median"]
+
+
+def plan_cases(phantom_seeds, kinds=KINDS, views: int = 4, photons: float = 5e6, seed: int = 0,
+               split: str = "train") -> list[dict]:
+    """The cases of a dataset: kinds x phantom seeds x views, settings drawn per case.
+
+    Parameters
+    ----------
+    phantom_seeds : iterable of int
+        Anatomies (seeds of :mod:`xsim.phantoms`); keep train and test lists disjoint.
+    kinds : iterable of str
+        Phantom kinds among ``KINDS``.
+    views : int
+        Views per phantom; LAO, CRAN, isocenter jitter, kVp (uniform in 60-120), Al (2-4 mm) and Cu
+        (0-0.3 mm) filtration are drawn per case from ``(seed, kind, phantom seed, view)``.
+    photons : float
+        Monte Carlo histories per case.
+    seed : int
+        Plan seed (also keys each case's Monte Carlo seed).
+    split : str
+        Label stored with each case ("train", "test", ...).
+    """
+    seeds = [int(s) for s in phantom_seeds]
+    if not seeds or min(seeds) < 0:
+        raise XsimInputError(f"phantom_seeds must be a non-empty list of integers >= 0, got {phantom_seeds!r}")
+    kinds = list(kinds)
+    for kind in kinds:
+        check_choice("kind", kind, KINDS)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise XsimInputError(f"views must be an integer >= 1, got {views!r}")
+    check_positive("photons", photons)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise XsimInputError(f"seed must be an integer >= 0, got {seed!r}")
+    cases = []
+    for kind in kinds:
+        for s in seeds:
+            for v in range(views):
+                rng = np.random.default_rng(np.random.SeedSequence([int(seed), KINDS.index(kind), s, v]))
+                cases.append({
+                    "case_id": f"{split}-{kind}-s{s:04d}-v{v:02d}", "split": split, "kind": kind,
+                    "phantom_seed": s, "voxel_mm": VOXEL_MM[kind],
+                    "lao_deg": float(rng.uniform(*LAO_RANGE_DEG)), "cran_deg": float(rng.uniform(*CRAN_RANGE_DEG)),
+                    "iso_mm": (rng.normal(size=3) * ISO_JITTER_MM).tolist(),
+                    "kvp": float(np.round(rng.uniform(*KVP_RANGE_DATA), 1)),
+                    "al_mm": float(np.round(rng.uniform(*AL_RANGE_MM), 2)),
+                    "cu_mm": float(rng.choice(CU_CHOICES_MM)),
+                    "photons": int(photons), "mc_seed": int(rng.integers(0, 2**31 - 1)),
+                })
+    return cases
+
+
+@lru_cache(maxsize=2)
+def _phantom(kind: str, seed: int, voxel_mm: float):
+    from . import phantoms
+    from .volume import Phantom
+
+    full = getattr(phantoms, kind)(seed=seed, voxel_mm=voxel_mm)
+    inside = np.argwhere(full.material_index != 0)
+    lo, hi = inside.min(axis=0), inside.max(axis=0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    return Phantom(full.material_index[box], full.density_g_cm3[box], full.affine @ shift, full.materials,
+                   landmarks=full.landmarks, source=f"{kind}:seed={seed},voxel_mm={voxel_mm:g} (air cropped)")
+
+
+def case_camera(case: dict):
+    """The full-panel camera of a case (``.binned(GEOMETRY['bin'])`` is the Monte Carlo's)."""
+    from .geometry import CArm
+
+    arm = CArm(GEOMETRY["sdd_mm"], GEOMETRY["sid_mm"], tuple(GEOMETRY["detector_shape"]), GEOMETRY["pixel_mm"])
+    return arm.view(case["lao_deg"], case["cran_deg"], isocenter_mm=case["iso_mm"])
+
+
+def case_spectrum(case: dict):
+    from .physics.spectra import Spectrum
+
+    filtration = {"Al": case["al_mm"], **({"Cu": case["cu_mm"]} if case["cu_mm"] > 0 else {})}
+    return Spectrum.tungsten(case["kvp"], filtration)
+
+
+def simulate_case(case: dict, threads: int | None = None) -> dict:
+    """Ray cast and Monte Carlo of one case; returns its arrays (working grid) and timing.
+
+    Returns
+    -------
+    dict
+        ``features`` (4, 64, 64) float32 (:func:`xsim.scatter.input_features`); ``fraction`` and
+        ``fraction_std`` (64, 64): MC scatter / flat field and its standard error; ``mc_primary_fraction``:
+        MC primary / flat field; ``transmission``: ray-cast primary / flat field (area mean);
+        ``flat_keV`` (64, 64): flat field per binned pixel per mAs, keV; ``mc_time_s``.
+    """
+    from .montecarlo import monte_carlo
+    from .projector import project
+    from .scatter import WORK_SHAPE, area_resample, input_features
+
+    phantom = _phantom(case["kind"], case["phantom_seed"], case["voxel_mm"])
+    camera, spectrum = case_camera(case), case_spectrum(case)
+    proj = project(phantom, camera, spectrum=spectrum, threads=threads)
+    features = input_features(proj.primary, proj.flat_field, proj.line_integrals, spectrum.kvp,
+                              spectrum.mean_energy_keV)
+    coarse = camera.binned(GEOMETRY["bin"])
+    if coarse.detector_shape != WORK_SHAPE:
+        raise XsimInputError(f"GEOMETRY bins to {coarse.detector_shape}, the CNN works on {WORK_SHAPE}")
+    # the binned pixel's flat field is the sum over its bin x bin panel pixels
+    flat = area_resample(proj.flat_field[None], WORK_SHAPE)[0] * GEOMETRY["bin"] ** 2
+    transmission = area_resample(proj.transmission[None], WORK_SHAPE)[0]
+    start = time.perf_counter()
+    mc = monte_carlo(phantom, coarse, spectrum=spectrum, photons=case["photons"], seed=case["mc_seed"],
+                     batches=10, threads=threads, progress=False)
+    return {"features": features, "fraction": (mc.scatter / flat).astype(np.float32),
+            "fraction_std": (mc.scatter_std / flat).astype(np.float32),
+            "mc_primary_fraction": (mc.primary / flat).astype(np.float32),
+            "transmission": transmission.astype(np.float32), "flat_keV": flat.astype(np.float32),
+            "mc_time_s": time.perf_counter() - start}
+
+
+def _run_case(case: dict, out_dir: str, threads: int | None) -> dict:
+    """Simulate a case, store it in this worker's shard, return its manifest row (runs in a worker)."""
+    import h5py
+
+    from . import __version__
+    from .datasets import _shard_name
+
+    arrays = simulate_case(case, threads)
+    shard = _shard_name()
+    with h5py.File(Path(out_dir) / shard, "a") as f:
+        if case["case_id"] in f:  # left by an interrupted run of a process with the same id
+            del f[case["case_id"]]
+        group = f.create_group(case["case_id"])
+        for name, value in arrays.items():
+            if name != "mc_time_s":
+                group.create_dataset(name, data=value)
+        group.attrs.update({"case": json.dumps(case), "geometry": json.dumps(GEOMETRY), "xsim_version": __version__,
+                            "mc_time_s": arrays["mc_time_s"],
+                            "units": "fraction*: per flat-field signal of the same binned pixel; flat_keV: keV "
+                                     "per binned pixel per mAs"})
+    noise = arrays["fraction_std"][arrays["fraction"] > 0] / arrays["fraction"][arrays["fraction"] > 0]
+    row = {k: case[k] for k in COLUMNS if k in case}
+    row.update(shard=shard, mc_time_s=round(arrays["mc_time_s"], 3), noise_median=float(np.median(noise)))
+    return row
+
+
+def make_dataset(out_dir: str | os.PathLike, cases: list[dict], workers: int = 1, progress: bool = True) -> dict:
+    """Simulate (or finish simulating) the cases into ``out_dir``; resumable, parallel over processes.
+
+    Parameters
+    ----------
+    out_dir : path
+        Dataset folder (created).
+    cases : list of dict
+        From :func:`plan_cases`; must equal the plan already in ``out_dir``, if any.
+    workers : int
+        Local processes (0: in this process). Each gets ``cpu_count // workers`` kernel threads.
+    progress : bool
+        tqdm progress bar.
+
+    Returns
+    -------
+    dict
+        ``{"done": finished before, "simulated": n, "failed": [(case_id, reason)], "elapsed_s": s}``.
+    """
+    from tqdm import tqdm
+
+    from .datasets import _exclusive
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise XsimInputError(f"workers must be an integer >= 0, got {workers!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        _check_plan(out, cases)
+        done = _resume(out)
+        todo = [c for c in cases if c["case_id"] not in done]
+        summary = {"done": len(done), "simulated": 0, "failed": [], "elapsed_s": 0.0}
+        start = time.perf_counter()
+        bar = tqdm(total=len(todo), unit="case", disable=not progress, desc="xsim scatter make-dataset")
+        try:
+            for case_id, row, error in _execute(todo, out, workers):
+                if error is None:
+                    _append_row(out, row)
+                    summary["simulated"] += 1
+                else:
+                    summary["failed"].append((case_id, error))
+                bar.update(1)
+        finally:
+            bar.close()
+            summary["elapsed_s"] = time.perf_counter() - start
+    return summary
+
+
+def _execute(todo: list[dict], out: Path, workers: int):
+    def outcome(case_id, call):
+        try:
+            return case_id, call(), None
+        except Exception as err:  # a failed case is reported and retried by the next run
+            return case_id, None, f"{type(err).__name__}: {err}"
+
+    if workers == 0:
+        for case in todo:
+            yield outcome(case["case_id"], lambda case=case: _run_case(case, str(out), None))
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_case, case, str(out), threads): case["case_id"] for case in todo}
+        try:
+            for future in as_completed(futures):
+                yield outcome(futures[future], future.result)
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _check_plan(out: Path, cases: list[dict]) -> None:
+    path = out / PLAN
+    text = json.dumps({"geometry": GEOMETRY, "cases": cases}, sort_keys=True)
+    if path.exists():
+        if json.loads(path.read_text()) != json.loads(text):
+            raise XsimInputError(f"{out} holds another scatter dataset (its {PLAN} differs); use a new folder")
+        return
+    tmp = out / f".{PLAN}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_rows(out: Path) -> list[dict]:
+    path = out / MANIFEST
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("noise_median")]  # a row cut short by a crash is dropped
+
+
+def _resume(out: Path) -> set[str]:
+    """Finished case ids; drops shard groups without a manifest row and rows without a group."""
+    import h5py
+
+    rows = _read_rows(out)
+    stored = {}
+    for shard in sorted(out.glob("shard-*.h5")):
+        with h5py.File(shard, "r") as f:
+            stored[shard.name] = set(f.keys())
+    valid = [r for r in rows if r["case_id"] in stored.get(r["shard"], set())]
+    keep = {(r["shard"], r["case_id"]) for r in valid}
+    for shard, groups in stored.items():
+        orphans = [g for g in groups if (shard, g) not in keep]
+        if orphans:
+            with h5py.File(out / shard, "a") as f:
+                for g in orphans:
+                    del f[g]
+    if len(valid) != len(rows):
+        tmp = out / f".{MANIFEST}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(valid)
+        os.replace(tmp, out / MANIFEST)
+    return {r["case_id"] for r in valid}
+
+
+def _append_row(out: Path, row: dict) -> None:
+    path = out / MANIFEST
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_dataset(out_dir: str | os.PathLike | list) -> dict:
+    """All finished cases of a dataset folder (or of several, concatenated), in manifest order.
+
+    Returns
+    -------
+    dict
+        ``cases`` (list of dict, the plan entries), ``rows`` (manifest rows) and stacked float32 arrays
+        ``features`` (N, 4, 64, 64), ``fraction``, ``fraction_std``, ``mc_primary_fraction``, ``transmission``,
+        ``flat_keV`` (N, 64, 64).
+    """
+    import h5py
+
+    if isinstance(out_dir, (list, tuple)):
+        parts = [load_dataset(d) for d in out_dir]
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("cases", "rows")}
+        merged.update(cases=[c for p in parts for c in p["cases"]], rows=[r for p in parts for r in p["rows"]])
+        return merged
+    out = Path(out_dir)
+    rows = _read_rows(out)
+    if not rows:
+        raise XsimInputError(f"{out} has no finished scatter cases (no {MANIFEST} rows): run "
+                             "`xsim scatter make-dataset` first")
+    names = ("features", "fraction", "fraction_std", "mc_primary_fraction", "transmission", "flat_keV")
+    data = {n: [] for n in names}
+    cases = []
+    for row in rows:
+        with h5py.File(out / row["shard"], "r") as f:
+            group = f[row["case_id"]]
+            for n in names:
+                data[n].append(group[n][()])
+            cases.append(json.loads(group.attrs["case"]))
+    result = {n: np.stack(v).astype(np.float32) for n, v in data.items()}
+    result.update(cases=cases, rows=rows)
+    return result
+
+
+def export_cases(data_dir: str | os.PathLike, out_dir: str | os.PathLike, case_ids: list[str]) -> Path:
+    """Copy some finished cases into a new, compact dataset folder (one gzip shard; :func:`load_dataset` reads it).
+
+    Used for the small held-out set the tests keep (tests/data/scatter_heldout).
+    """
+    import h5py
+
+    src, out = Path(data_dir), Path(out_dir)
+    rows = {r["case_id"]: r for r in _read_rows(src)}
+    missing = [c for c in case_ids if c not in rows]
+    if missing:
+        raise XsimInputError(f"cases {missing} are not finished in {src}")
+    out.mkdir(parents=True, exist_ok=True)
+    shard = "shard-export.h5"
+    tmp = out / f".{shard}.tmp"
+    with h5py.File(tmp, "w") as f:
+        for case_id in case_ids:
+            with h5py.File(src / rows[case_id]["shard"], "r") as g:
+                group = f.create_group(case_id)
+                for name, value in g[case_id].items():
+                    group.create_dataset(name, data=value[()], compression="gzip", shuffle=True)
+                group.attrs.update(dict(g[case_id].attrs))
+    os.replace(tmp, out / shard)
+    (out / MANIFEST).unlink(missing_ok=True)
+    for case_id in case_ids:
+        _append_row(out, {**rows[case_id], "shard": shard})
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-11"`` or ``"0,3,5-7"`` -> list of ints (for the CLI)."""
+    seeds = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        lo, dash, hi = part.partition("-")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+        except ValueError:
+            raise XsimInputError(f"seeds must look like '0-11' or '0,3,5-7', got {text!r}") from None
+    check_range("seeds", seeds or [-1], 0)
+    return seeds
