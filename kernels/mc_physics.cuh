@@ -19,6 +19,11 @@ namespace mc {
 #define XSIM_MC_HC_KEV_A 12.39842f       // h c in keV Angstrom (CODATA 2018)
 #define XSIM_MC_ELECTRON_KEV 510.99895f  // electron rest energy m_e c^2 in keV (CODATA 2018)
 
+// min and max of two floats that are never NaN. On the host, fminf and fmaxf are libm calls (they must honour
+// NaN and signed-zero rules), a measurable cost in the per-step code; a compare gives the same value here.
+XSIM_FN float min_f(float a, float b) { return a < b ? a : b; }
+XSIM_FN float max_f(float a, float b) { return a > b ? a : b; }
+
 // Position of energy E on the linear energy grid: node k and the weight f of node k + 1 (clamped to the grid).
 struct EnergyIndex {
     int k;
@@ -27,7 +32,7 @@ struct EnergyIndex {
 
 XSIM_FN EnergyIndex energy_index(float energy_keV, float e_min_keV, float inv_de_keV, int n_e) {
     float t = (energy_keV - e_min_keV) * inv_de_keV;
-    t = fminf(fmaxf(t, 0.0f), (float)(n_e - 1) - 1e-3f);
+    t = min_f(max_f(t, 0.0f), (float)(n_e - 1) - 1e-3f);
     const int k = (int)t;
     return EnergyIndex{k, t - (float)k};
 }
@@ -75,9 +80,9 @@ XSIM_FN float sample_compton(float energy_keV, const float* s_row, float inv_dx,
         const float g = 1.0f - tau * sin_sq / (1.0f + tau_sq);
         if (rng.uniform() >= g) continue;
         // S(x) rejection, x = sin(theta/2)/lambda = (E/hc) sqrt((1 - cos)/2)
-        const float x = x_per_one_minus_cos * sqrtf(fmaxf(one_minus_cos, 0.0f));
+        const float x = x_per_one_minus_cos * sqrtf(max_f(one_minus_cos, 0.0f));
         float t = x * inv_dx;
-        t = fminf(t, (float)(n_x - 1) - 1e-3f);
+        t = min_f(t, (float)(n_x - 1) - 1e-3f);
         const int j = (int)t;
         const float s = s_row[j] + (t - (float)j) * (s_row[j + 1] - s_row[j]);
         if (rng.uniform() >= s) continue;
@@ -96,7 +101,7 @@ XSIM_FN float sample_compton(float energy_keV, const float* s_row, float inv_dx,
 XSIM_FN float sample_rayleigh(float energy_keV, const float* cum_row, float dx, int n_x, Philox& rng) {
     const float x_max = energy_keV * (1.0f / XSIM_MC_HC_KEV_A);
     const float x2_max = x_max * x_max;
-    float t = fminf(x_max / dx, (float)(n_x - 1) - 1e-3f);
+    float t = min_f(x_max / dx, (float)(n_x - 1) - 1e-3f);
     const int j_max = (int)t;
     const float x2_lo = (j_max * dx) * (j_max * dx), x2_hi = ((j_max + 1) * dx) * ((j_max + 1) * dx);
     const float a_max = cum_row[j_max] + (x2_max - x2_lo) / (x2_hi - x2_lo) * (cum_row[j_max + 1] - cum_row[j_max]);
@@ -109,7 +114,7 @@ XSIM_FN float sample_rayleigh(float energy_keV, const float* cum_row, float dx, 
         }
         const float b_lo = (lo * dx) * (lo * dx), b_hi = ((lo + 1) * dx) * ((lo + 1) * dx);
         const float x2 = b_lo + (c - cum_row[lo]) / (cum_row[lo + 1] - cum_row[lo]) * (b_hi - b_lo);
-        const float cos_theta = fmaxf(1.0f - 2.0f * x2 / x2_max, -1.0f);
+        const float cos_theta = max_f(1.0f - 2.0f * x2 / x2_max, -1.0f);
         if (2.0f * rng.uniform() < 1.0f + cos_theta * cos_theta) return cos_theta;
     }
 }
@@ -117,7 +122,7 @@ XSIM_FN float sample_rayleigh(float energy_keV, const float* cum_row, float dx, 
 // Turn the unit direction (u, v, w) by polar angle theta (cos given) and azimuth phi (uniform in [0, 2 pi)),
 // the usual rotation (e.g. PENELOPE-2006 manual, eq. 1.131), renormalised against float drift.
 XSIM_FN void rotate_direction(float& u, float& v, float& w, float cos_theta, Philox& rng) {
-    const float sin_theta = sqrtf(fmaxf(0.0f, 1.0f - cos_theta * cos_theta));
+    const float sin_theta = sqrtf(max_f(1.0f - cos_theta * cos_theta, 0.0f));
     float sin_phi, cos_phi;
     sincosf(6.28318530717958648f * rng.uniform(), &sin_phi, &cos_phi);
     const float rho_sq = u * u + v * v;
