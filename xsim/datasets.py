@@ -55,7 +55,7 @@ import yaml
 from .checks import XsimInputError, check_choice, check_positive, check_range
 from .physics.spectra import KVP_RANGE
 
-__all__ = ["DatasetSpec", "DatasetSummary", "load_spec", "run_dataset", "read_manifest", "load_item"]
+__all__ = ["DatasetSpec", "DatasetSummary", "load_item", "load_spec", "read_manifest", "run_dataset", "run_tasks"]
 
 MANIFEST = "manifest.csv"
 FINGERPRINT = "dataset.json"
@@ -470,7 +470,7 @@ def _run_locked(plan: DatasetSpec, out: Path, scheduler: str | None, workers: in
     start = time.perf_counter()
     bar = tqdm(total=len(pending), unit="image", disable=not progress, desc="xsim dataset")
     try:
-        for item_id, row, error in _execute(pending, out, scheduler, n_workers, cpus):
+        for item_id, row, error in run_tasks(render_item, pending, "item_id", out, n_workers, scheduler, cpus):
             if error is None:
                 _append_manifest(out, row)
                 summary.rendered += 1
@@ -489,27 +489,46 @@ def _run_locked(plan: DatasetSpec, out: Path, scheduler: str | None, workers: in
     return summary
 
 
-def _execute(pending: list[dict], out: Path, scheduler: str | None, workers: int, cpus: int):
-    """Yield (item_id, manifest row or None, error text or None) as items finish."""
-    if not pending:
+def run_tasks(fn, tasks: list[dict], id_key: str, out: Path, workers: int, scheduler: str | None = None,
+              cpus: int | None = None):
+    """Run ``fn(task, out_dir, threads)`` for every task; yield ``(task id, result or None, error or None)``
+    as tasks finish. A task's exception is reported, never raised, so one failure does not stop the others.
+
+    Parameters
+    ----------
+    fn : callable
+        Module-level function (it is pickled to worker processes); ``threads`` is the kernel thread count
+        it may use (None: its default).
+    tasks : list of dict
+        Picklable task descriptions; ``task[id_key]`` names each one.
+    out : Path
+        Output folder, passed to ``fn`` as a string.
+    workers : int
+        Local worker processes (spawned); 0 runs the tasks in this process.
+    scheduler : str, optional
+        Dask scheduler address (``tcp://host:8786``): run on that cluster instead of local processes.
+    cpus : int, optional
+        CPUs shared by the local workers (default: this machine's).
+    """
+    if not tasks:
         return
     if scheduler is not None:
         from dask.distributed import Client, as_completed as dask_completed
 
         with Client(scheduler) as client:
-            futures = {client.submit(render_item, item, str(out), None, pure=False,
-                                     key=f"xsim-{item['item_id']}-{os.getpid()}"): item["item_id"]
-                       for item in pending}
+            futures = {client.submit(fn, task, str(out), None, pure=False,
+                                     key=f"xsim-{task[id_key]}-{os.getpid()}"): task[id_key]
+                       for task in tasks}
             for future in dask_completed(futures):
                 yield _outcome(futures[future], future.result)
         return
     if workers == 0:
-        for item in pending:
-            yield _outcome(item["item_id"], lambda item=item: render_item(item, str(out)))
+        for task in tasks:
+            yield _outcome(task[id_key], lambda task=task: fn(task, str(out), None))
         return
-    threads = max(1, cpus // workers)
+    threads = max(1, (cpus or os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(render_item, item, str(out), threads): item["item_id"] for item in pending}
+        futures = {pool.submit(fn, task, str(out), threads): task[id_key] for task in tasks}
         try:
             for future in as_completed(futures):
                 yield _outcome(futures[future], future.result)
@@ -518,11 +537,11 @@ def _execute(pending: list[dict], out: Path, scheduler: str | None, workers: int
                 future.cancel()
 
 
-def _outcome(item_id: str, result) -> tuple[str, dict | None, str | None]:
+def _outcome(task_id: str, result) -> tuple[str, dict | None, str | None]:
     try:
-        return item_id, result(), None
-    except Exception as err:  # an item's failure is reported and retried next run; it must not stop the others
-        return item_id, None, f"{type(err).__name__}: {err}"
+        return task_id, result(), None
+    except Exception as err:  # a task's failure is reported and retried next run; it must not stop the others
+        return task_id, None, f"{type(err).__name__}: {err}"
 
 
 def _check_fingerprint(out: Path, plan: DatasetSpec) -> None:

@@ -28,14 +28,13 @@ import csv
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from .checks import XsimInputError, check_choice, check_positive, check_range
+from .datasets import run_tasks
 
 __all__ = ["GEOMETRY", "KINDS", "export_cases", "load_dataset", "make_dataset", "plan_cases", "simulate_case"]
 
@@ -229,7 +228,7 @@ def make_dataset(out_dir: str | os.PathLike, cases: list[dict], workers: int = 1
         start = time.perf_counter()
         bar = tqdm(total=len(todo), unit="case", disable=not progress, desc="xsim scatter make-dataset")
         try:
-            for case_id, row, error in _execute(todo, out, workers):
+            for case_id, row, error in run_tasks(_run_case, todo, "case_id", out, workers):
                 if error is None:
                     _append_row(out, row)
                     summary["simulated"] += 1
@@ -240,28 +239,6 @@ def make_dataset(out_dir: str | os.PathLike, cases: list[dict], workers: int = 1
             bar.close()
             summary["elapsed_s"] = time.perf_counter() - start
     return summary
-
-
-def _execute(todo: list[dict], out: Path, workers: int):
-    def outcome(case_id, call):
-        try:
-            return case_id, call(), None
-        except Exception as err:  # a failed case is reported and retried by the next run
-            return case_id, None, f"{type(err).__name__}: {err}"
-
-    if workers == 0:
-        for case in todo:
-            yield outcome(case["case_id"], lambda case=case: _run_case(case, str(out), None))
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_run_case, case, str(out), threads): case["case_id"] for case in todo}
-        try:
-            for future in as_completed(futures):
-                yield outcome(futures[future], future.result)
-        finally:
-            for future in futures:
-                future.cancel()
 
 
 def _check_plan(out: Path, cases: list[dict]) -> None:
