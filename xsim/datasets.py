@@ -345,6 +345,10 @@ def render_item(item: dict, out_dir: str, threads: int | None = None) -> dict:
     from .rendering import render
 
     start = time.perf_counter()
+    if item["scatter"] == "cnn" and threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)  # the workers share the CPUs: no oversubscription by torch's own pool
     phantom = _phantom(item["source"])
     iso = item["isocenter"]
     if isinstance(iso, str):
