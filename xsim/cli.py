@@ -54,31 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     render = sub.add_parser("render", help="render one realistic image (PNG preview, float32 TIFF, HDF5)")
-    render.add_argument("source", metavar="CT_OR_PHANTOM",
-                        help="CT file/folder, phantom .h5, or a procedural phantom such as thorax:seed=3")
-    render.add_argument("--lao", type=float, default=0.0, help="LAO (>0) / RAO (<0) angle, deg")
-    render.add_argument("--cran", type=float, default=0.0, help="CRAN (>0) / CAUD (<0) angle, deg")
-    render.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
-                        help="isocenter, patient LPS mm")
+    _add_view_arguments(render, shape=(512, 512), pixel_mm=0.6)
     render.add_argument("--kvp", type=float, default=80.0)
     render.add_argument("--al-mm", type=float, default=2.5, help="total aluminium filtration, mm")
     render.add_argument("--mas", type=float, default=1.0)
     render.add_argument("--scatter", default="none", choices=["cnn", "mc", "none"])
     render.add_argument("--no-noise", action="store_true")
     render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--shape", type=int, nargs=2, default=(512, 512), metavar=("ROWS", "COLS"))
-    render.add_argument("--pixel-mm", type=float, default=0.6)
     render.add_argument("--bits", type=int, default=8, choices=[8, 16], help="PNG preview depth")
     render.add_argument("--out", required=True, help="output prefix: writes PREFIX.png, .tiff and .h5")
     render.set_defaults(func=_cmd_render)
 
     mc = sub.add_parser("mc", help="Monte Carlo reference images and dose of one view (HDF5)")
-    mc.add_argument("source", metavar="CT_OR_PHANTOM",
-                    help="CT file/folder, phantom .h5, or a procedural phantom such as thorax:seed=3")
-    mc.add_argument("--lao", type=float, default=0.0, help="LAO (>0) / RAO (<0) angle, deg")
-    mc.add_argument("--cran", type=float, default=0.0, help="CRAN (>0) / CAUD (<0) angle, deg")
-    mc.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
-                    help="isocenter, patient LPS mm")
+    _add_view_arguments(mc, shape=(128, 128), pixel_mm=2.4)
     beam = mc.add_mutually_exclusive_group()
     beam.add_argument("--kvp", type=float, default=80.0, help="tungsten tube potential, kV (default: %(default)s)")
     beam.add_argument("--energy-kev", type=float, help="monoenergetic beam instead of a tube spectrum")
@@ -87,8 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--seed", type=int, default=0)
     mc.add_argument("--batches", type=int, default=10, help="batches for the uncertainties")
     mc.add_argument("--air", action="store_true", help="transport in air around the phantom")
-    mc.add_argument("--shape", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"))
-    mc.add_argument("--pixel-mm", type=float, default=2.4)
     mc.add_argument("--out", required=True, help="output .h5 file")
     mc.set_defaults(func=_cmd_mc)
 
@@ -127,6 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="xsim-scatter-eval", help="output folder (default: %(default)s)")
     evaluate.set_defaults(func=_cmd_scatter_evaluate)
     return parser
+
+
+def _add_view_arguments(parser: argparse.ArgumentParser, shape: tuple[int, int], pixel_mm: float) -> None:
+    """The phantom and C-arm view arguments shared by ``render`` and ``mc`` (read by :func:`_view`)."""
+    parser.add_argument("source", metavar="CT_OR_PHANTOM",
+                        help="CT file/folder, phantom .h5, or a procedural phantom such as thorax:seed=3")
+    parser.add_argument("--lao", type=float, default=0.0, help="LAO (>0) / RAO (<0) angle, deg")
+    parser.add_argument("--cran", type=float, default=0.0, help="CRAN (>0) / CAUD (<0) angle, deg")
+    parser.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
+                        help="isocenter, patient LPS mm")
+    parser.add_argument("--shape", type=int, nargs=2, default=shape, metavar=("ROWS", "COLS"))
+    parser.add_argument("--pixel-mm", type=float, default=pixel_mm)
+
+
+def _view(args: argparse.Namespace):
+    """(phantom, camera) from the arguments of :func:`_add_view_arguments`."""
+    from .geometry import CArm
+    from .rendering import load_phantom
+
+    camera = CArm(detector_shape=tuple(args.shape), pixel_mm=args.pixel_mm).view(
+        args.lao, args.cran, isocenter_mm=args.isocenter)
+    return load_phantom(args.source), camera
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -195,13 +203,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .geometry import CArm
     from .physics.spectra import Spectrum
-    from .rendering import load_phantom, render
+    from .rendering import render
 
-    phantom = load_phantom(args.source)
-    camera = CArm(detector_shape=tuple(args.shape), pixel_mm=args.pixel_mm).view(
-        args.lao, args.cran, isocenter_mm=args.isocenter)
+    phantom, camera = _view(args)
     spectrum = Spectrum.tungsten(args.kvp, {"Al": args.al_mm})
     rendering = render(phantom, camera, spectrum, mas=args.mas, scatter=args.scatter, noise=not args.no_noise,
                        seed=args.seed)
@@ -211,14 +216,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_mc(args: argparse.Namespace) -> int:
-    from .geometry import CArm
     from .montecarlo import monte_carlo
     from .physics.spectra import Spectrum
-    from .rendering import load_phantom
 
-    phantom = load_phantom(args.source)
-    camera = CArm(detector_shape=tuple(args.shape), pixel_mm=args.pixel_mm).view(
-        args.lao, args.cran, isocenter_mm=args.isocenter)
+    phantom, camera = _view(args)
     spectrum = None if args.energy_kev else Spectrum.tungsten(args.kvp, {"Al": args.al_mm})
     result = monte_carlo(phantom, camera, spectrum=spectrum, energy_keV=args.energy_kev, photons=args.photons,
                          seed=args.seed, batches=args.batches, world_material="air" if args.air else None)
