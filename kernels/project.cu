@@ -14,12 +14,13 @@
 //     sum without the object's attenuation (one more accumulator, almost free).
 // No atomics: each pixel is written by one thread, so the result does not depend on the thread count.
 //
-// Speed (CPU, issue 7; benchmarks/bench_projector_speed.py). The traversal is xsim::GridWalk's arithmetic
-// unrolled into scalars (accumulate_line_integrals): the same crossings, the same dt, the same float sums in
-// the same order, so the line integrals are bit-identical to the GridWalk::next loop, at ~2x the speed
-// (no per-step branch on the axis, no indexed stack arrays on the loop-carried path); what is left is
-// mostly waiting for the voxels' cache lines. The energy terms are computed over energies in SIMD lanes on
-// the host (one bin per lane, a polynomial exp: exp_neg) and summed in energy order.
+// Speed (CPU, issue 7; benchmarks/bench_projector_speed.py). The host walks PROJECT_LANES neighbouring rays
+// at once, one per lane of a vector register (accumulate_line_integrals_lanes: the scalar walk's arithmetic
+// lane by lane, bit-identical line integrals, ~1.8x faster with AVX-512 than one ray at a time; the scalar
+// walk waits on its compare -> select -> add chain). The scalar walk (accumulate_line_integrals, GPU threads
+// and hosts without AVX2) is xsim::GridWalk's arithmetic unrolled into scalars: the same crossings, the same
+// dt, the same float sums in the same order as the GridWalk::next loop. The energy terms are computed over
+// energies in SIMD lanes on the host (one bin per lane, a polynomial exp: exp_neg) and summed in energy order.
 #include "xsim_geometry.cuh"
 
 #if defined(XSIM_HOST)
@@ -92,6 +93,88 @@ __device__ inline void accumulate_line_integrals(const xsim::GridWalk& w, const 
     L[current] = sum;
 }
 
+// PROJECT_LANES: rays walked at once on the host, one per lane of a vector register of doubles (the build
+// uses -march=native unless XSIM_MARCH_NATIVE=0): 8 with AVX-512, 4 with AVX2; without them the scalar walk
+// (SSE2's pairs were measured ~4x slower than it: no 64-bit compares, the vectors live on the stack).
+#if defined(XSIM_HOST) && !defined(PROJECT_LANES)
+#if defined(__AVX512F__)
+#define PROJECT_LANES 8
+#elif defined(__AVX2__)
+#define PROJECT_LANES 4
+#else
+#define PROJECT_LANES 1
+#endif
+#endif
+
+#if defined(XSIM_HOST) && PROJECT_LANES > 1
+// The same walk for PROJECT_LANES rays at once on the host, one ray per lane of GCC/Clang vector types: the
+// per-step face choice is the scalar walk's, lane by lane (same compares, same selects, same double sums), so
+// each lane visits the same voxels with the same dt, and L[lane][m] += density * dt receives the same float
+// additions in the same order as the scalar walk's running sum: the line integrals are bit-identical. Why:
+// the scalar walk waits ~12 cycles per voxel on its chain of compare -> select -> add; four rays share that
+// chain's latency and their voxel loads overlap (~2-3x fewer cycles per voxel on x86-64; the vectors lower
+// to SSE2 pairs without -march). A lane that has left the grid (or never entered) keeps adding exact zeros to
+// a voxel it has already visited, until every lane is done; the lanes are neighbouring pixels of a tile, so
+// their walks have nearly the same length.
+typedef double lanes_f64 __attribute__((vector_size(PROJECT_LANES * sizeof(double))));
+typedef int64_t lanes_i64 __attribute__((vector_size(PROJECT_LANES * sizeof(int64_t))));
+typedef float lanes_f32 __attribute__((vector_size(PROJECT_LANES * sizeof(float))));
+
+inline void accumulate_line_integrals_lanes(const xsim::GridWalk* walks, const bool* enters,
+                                            const uint8_t* __restrict__ material, const float* __restrict__ density,
+                                            float (*L)[PROJECT_NMAT]) {
+    lanes_f64 tx, ty, tz, dx, dy, dz, t, t_exit;
+    lanes_f64 rx, ry, rz;  // faces left per axis: small integers, held as doubles (SSE2 has no 64-bit compare)
+    lanes_i64 sx, sy, sz, voxel;
+    for (int l = 0; l < PROJECT_LANES; ++l) {
+        const xsim::GridWalk& w = walks[l];
+        if (!enters[l]) {  // a lane with no walk: t = t_exit = 0, faces at infinity: dt = 0 in voxel 0
+            tx[l] = ty[l] = tz[l] = dx[l] = dy[l] = dz[l] = 1e300;
+            t[l] = t_exit[l] = 0.0;
+            rx[l] = ry[l] = rz[l] = 0x7fffffff;
+            sx[l] = sy[l] = sz[l] = voxel[l] = 0;
+            continue;
+        }
+        tx[l] = w.t_next[0], ty[l] = w.t_next[1], tz[l] = w.t_next[2];
+        dx[l] = w.t_delta[0], dy[l] = w.t_delta[1], dz[l] = w.t_delta[2];
+        sx[l] = w.stride[0], sy[l] = w.stride[1], sz[l] = w.stride[2];
+        rx[l] = w.step[0] > 0 ? w.n[0] - 1 - w.idx[0] : (w.step[0] < 0 ? w.idx[0] : 0x7fffffff);
+        ry[l] = w.step[1] > 0 ? w.n[1] - 1 - w.idx[1] : (w.step[1] < 0 ? w.idx[1] : 0x7fffffff);
+        rz[l] = w.step[2] > 0 ? w.n[2] - 1 - w.idx[2] : (w.step[2] < 0 ? w.idx[2] : 0x7fffffff);
+        voxel[l] = w.voxel;
+        t[l] = w.t;
+        t_exit[l] = w.t_exit;
+    }
+    const lanes_f64 zero = t - t, one = zero + 1.0;
+    lanes_i64 live = t < t_exit;  // all ones: the lane's walk goes on
+    for (;;) {
+        int64_t any = 0;
+        for (int l = 0; l < PROJECT_LANES; ++l) any |= live[l];
+        if (!any) break;
+        const lanes_i64 x_before_y = tx < ty;
+        const lanes_f64 t_xy = x_before_y ? tx : ty;
+        const lanes_i64 pick_z = ~(t_xy < tz);
+        const lanes_i64 pick_x = ~pick_z & x_before_y, pick_y = ~pick_z & ~x_before_y;
+        const lanes_f64 t_face = pick_z ? tz : t_xy;
+        lanes_f64 t_out = t_face < t_exit ? t_face : t_exit;
+        t_out = t_out > t ? t_out : t;
+        const lanes_f32 dt = __builtin_convertvector(t_out - t, lanes_f32);
+        for (int l = 0; l < PROJECT_LANES; ++l) L[l][material[voxel[l]]] += density[voxel[l]] * dt[l];
+        t = t_out;
+        const lanes_f64 remaining = pick_x ? rx : (pick_y ? ry : rz);
+        live &= ~(remaining == zero);  // left the grid through a face
+        rx -= (pick_x & live) ? one : zero;
+        ry -= (pick_y & live) ? one : zero;
+        rz -= (pick_z & live) ? one : zero;
+        voxel += (pick_x ? sx : (pick_y ? sy : sz)) & live;
+        tx += (pick_x & live) ? dx : zero;
+        ty += (pick_y & live) ? dy : zero;
+        tz += (pick_z & live) ? dz : zero;
+        live &= t < t_exit;
+    }
+}
+#endif
+
 // exp(-y) for y >= 0 in the energy sum. On the GPU the hardware __expf. On the host a branch-free polynomial
 // the compiler can vectorise (libm's expf is a scalar call): -y = n ln2 + r, |r| <= ln2 / 2 (Cody & Waite's
 // two-part ln2; n rounded by the 1.5 * 2^23 shifter), exp(r) by its Taylor series to r^7 (truncation
@@ -163,11 +246,11 @@ struct EnergyTables {
 
 // Energy bin e of one pixel. incident: N(E) (1 - exp(-mu_t / cos)), the photons that would interact in the
 // detector without the object (inv_cos = 1 / cos); absorbed: incident exp(-mu_l), after the object
-// (Beer-Lambert), mu_l = sum_m (mu/rho)_m L_m summed in material order.
-__device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, float inv_cos, float& incident,
-                                  float& absorbed) {
+// (Beer-Lambert), mu_l = sum_m (mu/rho)_m L_m summed in material order (L_m at L[m * L_stride]).
+__device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, int L_stride, float inv_cos,
+                                  float& incident, float& absorbed) {
     float mu_l = 0.0f;  // dimensionless
-    for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m];
+    for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m * L_stride];
     incident = tab.fluence[e] * interaction_probability(tab.det_mu_t[e] * inv_cos);
     absorbed = incident * exp_neg(mu_l);
 }
@@ -198,42 +281,71 @@ struct ProjectParams {
     uint32_t n_energies;
 };
 
-// Thread index -> pixel, tile by tile (xsim.projector launches tiles_x * tiles_y * PROJECT_TILE^2 threads).
-__device__ void project_body(const ProjectParams& p, uint64_t i) {
+// Thread index -> pixel, tile by tile (xsim.projector launches tiles_x * tiles_y * PROJECT_TILE^2 threads):
+// false for the padding of the last tiles. pix_mm: the pixel centre.
+__device__ inline bool tile_pixel(const ProjectParams& p, uint64_t i, uint64_t& pixel, xsim::Vec3& pix_mm) {
     using namespace xsim;
     const uint32_t tiles_x = (p.cols + PROJECT_TILE - 1) / PROJECT_TILE;
     const uint64_t tile = i / (PROJECT_TILE * PROJECT_TILE), within = i % (PROJECT_TILE * PROJECT_TILE);
     const uint32_t col = (uint32_t)(tile % tiles_x) * PROJECT_TILE + (uint32_t)(within % PROJECT_TILE);
     const uint32_t row = (uint32_t)(tile / tiles_x) * PROJECT_TILE + (uint32_t)(within / PROJECT_TILE);
-    if (col >= p.cols || row >= p.rows) return;
-    const uint64_t pixel = (uint64_t)row * p.cols + col;
-    const double u = (double)col, v = (double)row;
-    const Vec3 src = vec3(p.source_mm);
-    const Vec3 pix = vec3(p.origin_mm) + u * vec3(p.u_step_mm) + v * vec3(p.v_step_mm);
-    const double r_mm = norm(pix - src);
+    if (col >= p.cols || row >= p.rows) return false;
+    pixel = (uint64_t)row * p.cols + col;
+    pix_mm = vec3(p.origin_mm) + (double)col * vec3(p.u_step_mm) + (double)row * vec3(p.v_step_mm);
+    return true;
+}
 
-    // 1. Line integrals. The ray is parametrised in index space, t = 0 at the source and 1 at the pixel,
-    //    so one unit of t is r_mm millimetres whatever the affine (it maps straight lines to straight lines).
-    float L[PROJECT_NMAT];
-    for (int m = 0; m < PROJECT_NMAT; ++m) L[m] = 0.0f;
-    const Vec3 o = world_to_index(p.grid, src);
-    const Vec3 d = world_to_index(p.grid, pix) - o;
+// The ray from the source to pix_mm, parametrised in index space: t = 0 at the source and 1 at the pixel, so
+// one unit of t is r_mm millimetres whatever the affine (it maps straight lines to straight lines). False
+// when it misses the grid; otherwise the walk over the voxels it crosses.
+__device__ inline bool pixel_walk(const ProjectParams& p, xsim::Vec3 pix_mm, xsim::GridWalk& walk) {
+    using namespace xsim;
+    const Vec3 o = world_to_index(p.grid, vec3(p.source_mm));
+    const Vec3 d = world_to_index(p.grid, pix_mm) - o;
     double t0 = 0.0, t1 = 1.0;
-    if (grid_clip(p.grid, o, d, t0, t1)) {
-        accumulate_line_integrals(GridWalk(p.grid, o, d, t0, t1), p.material_index, p.density, L);
-    }
+    if (!grid_clip(p.grid, o, d, t0, t1)) return false;
+    walk = GridWalk(p.grid, o, d, t0, t1);
+    return true;
+}
+
+// Scales the line integrals L of one pixel from units of t to g/cm^2 and stores them; returns 1 / cos of the
+// ray's incidence on the panel and g = pixel area [mm^2] * cos * (1000 mm / r)^2, the fluence-to-pixel factor.
+__device__ inline void store_line_integrals(const ProjectParams& p, uint64_t pixel, xsim::Vec3 pix, float* L,
+                                            float& inv_cos, float& g) {
+    using namespace xsim;
+    const Vec3 src = vec3(p.source_mm);
+    const double r_mm = norm(pix - src);
     const float t_to_cm = (float)(0.1 * r_mm);  // mm -> cm: density [g/cm^3] * cm = g/cm^2
     for (int m = 0; m < PROJECT_NMAT; ++m) {
         L[m] *= t_to_cm;
         p.line_integrals[m * p.n_pixels + pixel] = L[m];
     }
-    if (p.primary == nullptr && p.photons == nullptr && p.flat_field == nullptr) return;
-
-    // 2. Energy integration.
     const float cos_inc = (float)(fabs(dot(pix - src, vec3(p.normal))) / r_mm);
-    const float inv_cos = 1.0f / cos_inc;
-    const EnergyTables tab{p.mu_over_rho, p.fluence, p.det_mu_t, p.det_signal, p.det_count, (int)p.n_energies};
-    float signal = 0.0f, counted = 0.0f, unattenuated = 0.0f;
+    inv_cos = 1.0f / cos_inc;
+    const double scale = 1000.0 / r_mm;
+    g = (float)(p.pixel_area_mm2 * cos_inc * scale * scale);
+}
+
+__device__ inline bool wants_signals(const ProjectParams& p) {
+    return p.primary != nullptr || p.photons != nullptr || p.flat_field != nullptr;
+}
+
+__device__ inline void store_signals(const ProjectParams& p, uint64_t pixel, float g, float signal, float counted,
+                                     float unattenuated) {
+    if (p.primary != nullptr) p.primary[pixel] = g * signal;
+    if (p.photons != nullptr) p.photons[pixel] = g * counted;
+    if (p.flat_field != nullptr) p.flat_field[pixel] = g * unattenuated;
+}
+
+__device__ inline EnergyTables energy_tables(const ProjectParams& p) {
+    return EnergyTables{p.mu_over_rho, p.fluence, p.det_mu_t, p.det_signal, p.det_count, (int)p.n_energies};
+}
+
+// The energy sums of one pixel (GPU threads; hosts without vector lanes): detected signal, detected photons
+// and the flat field's signal, each summed over the bins in energy order.
+__device__ void energy_sums(const EnergyTables& tab, const float* L, float inv_cos, float& signal, float& counted,
+                            float& unattenuated) {
+    signal = counted = unattenuated = 0.0f;
 #if defined(XSIM_HOST)
     // The bins' terms PROJECT_ECHUNK at a time in SIMD lanes, then summed one by one in energy order: the
     // same float sums as a scalar loop, so the images move only by exp_neg's few ulp (a lane-wise reduction
@@ -244,7 +356,7 @@ __device__ void project_body(const ProjectParams& p, uint64_t i) {
         XSIM_PRAGMA(omp simd)
         for (int j = 0; j < n; ++j) {
             float incident, absorbed;
-            energy_bin(tab, e0 + j, L, inv_cos, incident, absorbed);
+            energy_bin(tab, e0 + j, L, 1, inv_cos, incident, absorbed);
             s_term[j] = absorbed * tab.det_signal[e0 + j];
             c_term[j] = absorbed * tab.det_count[e0 + j];
             u_term[j] = incident * tab.det_signal[e0 + j];
@@ -258,17 +370,75 @@ __device__ void project_body(const ProjectParams& p, uint64_t i) {
 #else
     for (int e = 0; e < tab.n_e; ++e) {
         float incident, absorbed;
-        energy_bin(tab, e, L, inv_cos, incident, absorbed);
+        energy_bin(tab, e, L, 1, inv_cos, incident, absorbed);
         signal += absorbed * tab.det_signal[e];
         counted += absorbed * tab.det_count[e];
         unattenuated += incident * tab.det_signal[e];
     }
 #endif
-    const double scale = 1000.0 / r_mm;
-    const float g = (float)(p.pixel_area_mm2 * cos_inc * scale * scale);
-    if (p.primary != nullptr) p.primary[pixel] = g * signal;
-    if (p.photons != nullptr) p.photons[pixel] = g * counted;
-    if (p.flat_field != nullptr) p.flat_field[pixel] = g * unattenuated;
+}
+
+#if defined(XSIM_HOST) && PROJECT_LANES > 1
+// The energy sums of the PROJECT_LANES pixels of a packet, one pixel per SIMD lane: each lane adds its bins in
+// energy order, the same float sums as energy_sums (bit-identical), with no serial reduction across lanes.
+// Lt: the line integrals transposed, Lt[m][lane].
+inline void energy_sums_lanes(const EnergyTables& tab, const float (*Lt)[PROJECT_LANES], const float* inv_cos,
+                              float* signal, float* counted, float* unattenuated) {
+    for (int l = 0; l < PROJECT_LANES; ++l) signal[l] = counted[l] = unattenuated[l] = 0.0f;
+    for (int e = 0; e < tab.n_e; ++e) {
+        XSIM_PRAGMA(omp simd)
+        for (int l = 0; l < PROJECT_LANES; ++l) {
+            float incident, absorbed;
+            energy_bin(tab, e, &Lt[0][l], PROJECT_LANES, inv_cos[l], incident, absorbed);
+            signal[l] += absorbed * tab.det_signal[e];
+            counted[l] += absorbed * tab.det_count[e];
+            unattenuated[l] += incident * tab.det_signal[e];
+        }
+    }
+}
+#endif
+
+__device__ void project_body(const ProjectParams& p, uint64_t i) {
+    using namespace xsim;
+    const EnergyTables tab = energy_tables(p);
+#if defined(XSIM_HOST) && PROJECT_LANES > 1
+    static_assert(PROJECT_TILE % PROJECT_LANES == 0, "lanes must be neighbours in one tile row");
+    if (i % PROJECT_LANES != 0) return;  // index i runs the lanes i .. i + PROJECT_LANES - 1
+    GridWalk walks[PROJECT_LANES];
+    bool valid[PROJECT_LANES], enters[PROJECT_LANES];
+    uint64_t pixel[PROJECT_LANES];
+    Vec3 pix[PROJECT_LANES];
+    float L[PROJECT_LANES][PROJECT_NMAT] = {};
+    for (int l = 0; l < PROJECT_LANES; ++l) {
+        valid[l] = tile_pixel(p, i + l, pixel[l], pix[l]);
+        enters[l] = valid[l] && pixel_walk(p, pix[l], walks[l]);
+    }
+    accumulate_line_integrals_lanes(walks, enters, p.material_index, p.density, L);
+    float inv_cos[PROJECT_LANES] = {}, g[PROJECT_LANES] = {}, Lt[PROJECT_NMAT][PROJECT_LANES];
+    for (int l = 0; l < PROJECT_LANES; ++l) {
+        if (valid[l]) store_line_integrals(p, pixel[l], pix[l], L[l], inv_cos[l], g[l]);
+        for (int m = 0; m < PROJECT_NMAT; ++m) Lt[m][l] = L[l][m];
+    }
+    if (!wants_signals(p)) return;
+    float signal[PROJECT_LANES], counted[PROJECT_LANES], unattenuated[PROJECT_LANES];
+    energy_sums_lanes(tab, Lt, inv_cos, signal, counted, unattenuated);
+    for (int l = 0; l < PROJECT_LANES; ++l)
+        if (valid[l]) store_signals(p, pixel[l], g[l], signal[l], counted[l], unattenuated[l]);
+#else
+    uint64_t pixel;
+    Vec3 pix;
+    if (!tile_pixel(p, i, pixel, pix)) return;
+    float L[PROJECT_NMAT];
+    for (int m = 0; m < PROJECT_NMAT; ++m) L[m] = 0.0f;
+    GridWalk walk;
+    if (pixel_walk(p, pix, walk)) accumulate_line_integrals(walk, p.material_index, p.density, L);
+    float inv_cos, g;
+    store_line_integrals(p, pixel, pix, L, inv_cos, g);
+    if (!wants_signals(p)) return;
+    float signal, counted, unattenuated;
+    energy_sums(tab, L, inv_cos, signal, counted, unattenuated);
+    store_signals(p, pixel, g, signal, counted, unattenuated);
+#endif
 }
 
 XSIM_KERNEL(project, ProjectParams)

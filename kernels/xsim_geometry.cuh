@@ -99,6 +99,7 @@ struct GridWalk {
     double t_delta[3];    // parameter length of one voxel along each axis
     double t, t_exit;
 
+    GridWalk() = default;  // uninitialised: for arrays of walks
     XSIM_FN GridWalk(const VoxelGrid& g, Vec3 o, Vec3 d, double t_enter, double t_exit_)
         : t(t_enter), t_exit(t_exit_) {
         // Locate the first voxel at the middle of the first step: robust when entering exactly on a face.
