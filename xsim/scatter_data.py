@@ -159,7 +159,7 @@ def simulate_case(case: dict, threads: int | None = None) -> dict:
     transmission = area_resample(proj.transmission[None], WORK_SHAPE)[0]
     start = time.perf_counter()
     mc = monte_carlo(phantom, coarse, spectrum=spectrum, photons=case["photons"], seed=case["mc_seed"],
-                     batches=10, threads=threads, progress=False)
+                     batches=10, threads=threads, progress=False, tally_deposit=False)
     return {"features": features, "fraction": (mc.scatter / flat).astype(np.float32),
             "fraction_std": (mc.scatter_std / flat).astype(np.float32),
             "mc_primary_fraction": (mc.primary / flat).astype(np.float32),
