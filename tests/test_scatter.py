@@ -103,6 +103,20 @@ def test_plan_split_and_checks():
         plan_cases([0], views=0)
 
 
+def test_plan_kvp_range_and_values():
+    low = plan_cases(range(20, 30), views=1, kvp_range=(60, 85))
+    assert all(60 <= c["kvp"] <= 85 for c in low) and max(c["kvp"] for c in low) > 75
+    # kvp_values replace the drawn voltages in plan order and leave every other setting as drawn
+    drawn = plan_cases([100, 101], views=1, seed=2)
+    fixed = plan_cases([100, 101], views=1, seed=2, kvp_values=[60, 120, 80])
+    assert [c["kvp"] for c in fixed] == [60.0, 120.0, 80.0, 60.0, 120.0, 80.0, 60.0, 120.0]
+    assert [{**c, "kvp": 0} for c in fixed] == [{**c, "kvp": 0} for c in drawn]
+    with pytest.raises(XsimInputError, match="kvp_values"):
+        plan_cases([0], kvp_values=[150])
+    with pytest.raises(XsimInputError, match=r"kvp_range\[1\]"):
+        plan_cases([0], kvp_range=(90, 70))
+
+
 @pytest.fixture(scope="module")
 def head_projection():
     phantom = phantoms.head(seed=1, voxel_mm=5.0)

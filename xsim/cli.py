@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--photons", type=float, default=5e6, help="histories per case (default: %(default)g)")
     make.add_argument("--seed", type=int, default=0, help="plan seed (views, kVp, filtration, MC seeds)")
     make.add_argument("--split", default="train", help="label of the cases (default: %(default)s)")
+    make.add_argument("--kvp-range", nargs=2, type=float, default=[60.0, 120.0], metavar=("MIN", "MAX"),
+                      help="tube voltages drawn uniformly in [MIN, MAX] kV (default: 60 120)")
+    make.add_argument("--kvp-values", type=lambda text: [float(v) for v in text.split(",")], default=None,
+                      metavar="KV,KV,...", help="instead, these voltages in turn over the cases in plan order")
     make.add_argument("--workers", type=int, default=2, help="local processes (default: %(default)s)")
     make.set_defaults(func=_cmd_scatter_make_dataset)
     train = scatter_sub.add_parser("train", help="train the scatter CNN on a dataset folder")
@@ -240,7 +244,7 @@ def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:
     from .scatter_data import make_dataset, parse_seeds, plan_cases
 
     cases = plan_cases(parse_seeds(args.seeds), kinds=args.kinds, views=args.views, photons=args.photons,
-                       seed=args.seed, split=args.split)
+                       seed=args.seed, split=args.split, kvp_range=args.kvp_range, kvp_values=args.kvp_values)
     summary = make_dataset(args.out, cases, workers=args.workers)
     print(f"{args.out}: {summary['simulated']} simulated in {summary['elapsed_s']:.0f} s, {summary['done']} already "
           f"done, {len(summary['failed'])} failed" + "".join(f"\n  FAILED {c}: {e}" for c, e in summary["failed"]))

@@ -53,7 +53,7 @@ COLUMNS = ["case_id", "split", "kind", "phantom_seed", "voxel_mm", "lao_deg", "c
 
 
 def plan_cases(phantom_seeds, kinds=KINDS, views: int = 4, photons: float = 5e6, seed: int = 0,
-               split: str = "train") -> list[dict]:
+               split: str = "train", kvp_range=KVP_RANGE_DATA, kvp_values=None) -> list[dict]:
     """The cases of a dataset: kinds x phantom seeds x views, settings drawn per case.
 
     Parameters
@@ -71,6 +71,11 @@ def plan_cases(phantom_seeds, kinds=KINDS, views: int = 4, photons: float = 5e6,
         Plan seed (also keys each case's Monte Carlo seed).
     split : str
         Label stored with each case ("train", "test", ...).
+    kvp_range : (float, float)
+        Tube voltages are drawn uniformly in this range, kV (within 60-120, the range of the training data).
+    kvp_values : sequence of float, optional
+        Instead, these voltages in turn over the cases in plan order (kinds, then seeds, then views), e.g. to
+        stratify a held-out set over the kVp range; the other settings stay those drawn from the plan seed.
     """
     seeds = [int(s) for s in phantom_seeds]
     if not seeds or min(seeds) < 0:
@@ -83,6 +88,15 @@ def plan_cases(phantom_seeds, kinds=KINDS, views: int = 4, photons: float = 5e6,
     check_positive("photons", photons)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise XsimInputError(f"seed must be an integer >= 0, got {seed!r}")
+    lo, hi = (float(v) for v in kvp_range)
+    check_range("kvp_range[0]", lo, *KVP_RANGE_DATA, unit="kV")
+    check_range("kvp_range[1]", hi, lo, KVP_RANGE_DATA[1], unit="kV")
+    if kvp_values is not None:
+        kvp_values = [float(v) for v in kvp_values]
+        if not kvp_values:
+            raise XsimInputError("kvp_values must list at least one voltage, got an empty list")
+        for v in kvp_values:
+            check_range("kvp_values", v, *KVP_RANGE_DATA, unit="kV")
     cases = []
     for kind in kinds:
         for s in seeds:
@@ -93,11 +107,14 @@ def plan_cases(phantom_seeds, kinds=KINDS, views: int = 4, photons: float = 5e6,
                     "phantom_seed": s, "voxel_mm": VOXEL_MM[kind],
                     "lao_deg": float(rng.uniform(*LAO_RANGE_DEG)), "cran_deg": float(rng.uniform(*CRAN_RANGE_DEG)),
                     "iso_mm": (rng.normal(size=3) * ISO_JITTER_MM).tolist(),
-                    "kvp": float(np.round(rng.uniform(*KVP_RANGE_DATA), 1)),
+                    "kvp": float(np.round(rng.uniform(lo, hi), 1)),
                     "al_mm": float(np.round(rng.uniform(*AL_RANGE_MM), 2)),
                     "cu_mm": float(rng.choice(CU_CHOICES_MM)),
                     "photons": int(photons), "mc_seed": int(rng.integers(0, 2**31 - 1)),
                 })
+    if kvp_values is not None:
+        for i, case in enumerate(cases):
+            case["kvp"] = kvp_values[i % len(kvp_values)]
     return cases
 
 
