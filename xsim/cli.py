@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=120)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--val-seeds", default=None,
+                       help="phantom seeds kept out of the fit for model selection, e.g. 19,29 (default: the largest)")
     train.set_defaults(func=_cmd_scatter_train)
     evaluate = scatter_sub.add_parser("evaluate", help="errors of the CNN vs Monte Carlo on held-out cases")
     evaluate.add_argument("data", help="held-out dataset folder")
@@ -252,9 +254,12 @@ def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_scatter_train(args: argparse.Namespace) -> int:
+    from .scatter_data import parse_seeds
     from .scatter_train import train
 
-    model, history = train(args.data, args.out, epochs=args.epochs, seed=args.seed, threads=args.threads)
+    val_seeds = None if args.val_seeds is None else parse_seeds(args.val_seeds)
+    model, history = train(args.data, args.out, val_seeds=val_seeds, epochs=args.epochs, seed=args.seed,
+                           threads=args.threads)
     print(f"wrote {args.out}: {model.n_parameters()} parameters, {history['time_s']:.0f} s, best epoch "
           f"{history['best_epoch']}, validation loss {min(history['val_loss']):.4g}")
     return 0
