@@ -247,11 +247,15 @@ struct EnergyTables {
 // Energy bin e of one pixel. incident: N(E) (1 - exp(-mu_t / cos)), the photons that would interact in the
 // detector without the object (inv_cos = 1 / cos); absorbed: incident exp(-mu_l), after the object
 // (Beer-Lambert), mu_l = sum_m (mu/rho)_m L_m summed in material order (L_m at L[m * L_stride]).
+// kThick: the caller knows mu_t >= 0.05 (then mu_t / cos too, cos <= 1), where interaction_probability is
+// 1 - exp(-x): the same value without its series branch.
+template <bool kThick = false>
 __device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, int L_stride, float inv_cos,
                                   float& incident, float& absorbed) {
     float mu_l = 0.0f;  // dimensionless
     for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m * L_stride];
-    incident = tab.fluence[e] * interaction_probability(tab.det_mu_t[e] * inv_cos);
+    const float x = tab.det_mu_t[e] * inv_cos;
+    incident = tab.fluence[e] * (kThick ? 1.0f - exp_neg(x) : interaction_probability(x));
     absorbed = incident * exp_neg(mu_l);
 }
 
@@ -379,6 +383,19 @@ __device__ void energy_sums(const EnergyTables& tab, const float* L, float inv_c
 }
 
 #if defined(XSIM_HOST) && PROJECT_LANES > 1
+template <bool kThick>
+inline void add_energy_bin_lanes(const EnergyTables& tab, int e, const float (*Lt)[PROJECT_LANES],
+                                 const float* inv_cos, float* signal, float* counted, float* unattenuated) {
+    XSIM_PRAGMA(omp simd)
+    for (int l = 0; l < PROJECT_LANES; ++l) {
+        float incident, absorbed;
+        energy_bin<kThick>(tab, e, &Lt[0][l], PROJECT_LANES, inv_cos[l], incident, absorbed);
+        signal[l] += absorbed * tab.det_signal[e];
+        counted[l] += absorbed * tab.det_count[e];
+        unattenuated[l] += incident * tab.det_signal[e];
+    }
+}
+
 // The energy sums of the PROJECT_LANES pixels of a packet, one pixel per SIMD lane: each lane adds its bins in
 // energy order, the same float sums as energy_sums (bit-identical), with no serial reduction across lanes.
 // Lt: the line integrals transposed, Lt[m][lane].
@@ -386,14 +403,10 @@ inline void energy_sums_lanes(const EnergyTables& tab, const float (*Lt)[PROJECT
                               float* signal, float* counted, float* unattenuated) {
     for (int l = 0; l < PROJECT_LANES; ++l) signal[l] = counted[l] = unattenuated[l] = 0.0f;
     for (int e = 0; e < tab.n_e; ++e) {
-        XSIM_PRAGMA(omp simd)
-        for (int l = 0; l < PROJECT_LANES; ++l) {
-            float incident, absorbed;
-            energy_bin(tab, e, &Lt[0][l], PROJECT_LANES, inv_cos[l], incident, absorbed);
-            signal[l] += absorbed * tab.det_signal[e];
-            counted[l] += absorbed * tab.det_count[e];
-            unattenuated[l] += incident * tab.det_signal[e];
-        }
+        if (tab.det_mu_t[e] >= 0.05f)
+            add_energy_bin_lanes<true>(tab, e, Lt, inv_cos, signal, counted, unattenuated);
+        else
+            add_energy_bin_lanes<false>(tab, e, Lt, inv_cos, signal, counted, unattenuated);
     }
 }
 #endif
