@@ -371,7 +371,7 @@ def render_item(item: dict, out_dir: str, threads: int | None = None) -> dict:
     with h5py.File(Path(out_dir) / shard, "a") as f:
         if item["item_id"] in f:  # left by an interrupted run whose process id this one reuses: replace it
             del f[item["item_id"]]
-        write_rendering_group(f.create_group(item["item_id"]), rendering)
+        write_rendering_group(f.create_group(item["item_id"]), rendering, compress_images=False)
         f.flush()
     row = {k: item[k] for k in ("item_id", "source", "lao_deg", "cran_deg", "kvp", "mas", "scatter", "noise",
                                 "seed")}
