@@ -12,7 +12,8 @@ Rows:
 - ``render()``: steady-state calls in this process (phantom built once), with the stage times
   (projection, scatter CNN, readout, labels = phantom landmarks + contrast and wire masks);
 - ``dataset run``: ``xsim.datasets.run_dataset`` end to end (worker start, phantom build in each worker,
-  HDF5 shard and manifest writes included), 1 and 2 local worker processes.
+  HDF5 shard and manifest writes included), 1 and 2 local worker processes; and its steady state, the
+  marginal rate between a run of ``--images`` and one of four times as many.
 """
 from __future__ import annotations
 
@@ -68,16 +69,22 @@ def _in_process(phantom, spectrum, images: int) -> dict:
     return {"images_per_s": images / total, "s_per_image": total / images, **stages}
 
 
-def _dataset(voxel_mm: float, images: int, workers: int, bin_keV: float) -> float:
+def _dataset(voxel_mm: float, images: int, workers: int, bin_keV: float) -> tuple[float, float]:
+    """(end-to-end images/s of a run of ``images``, steady-state images/s): the steady state is the marginal
+    rate between a run of ``images`` and one of ``4 * images``, i.e. without worker start-up and phantom
+    builds."""
     if bin_keV != 0.5:
-        return float("nan")  # dataset specs use the default 0.5 keV spectra
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "bench.yaml"
-        spec.write_text(SPEC.format(voxel_mm=voxel_mm, images=images))
-        summary = run_dataset(spec, out_dir=Path(tmp) / "out", workers=workers, progress=False)
-        if summary.failures:
-            raise RuntimeError(f"benchmark items failed: {summary.failures}")
-        return summary.images_per_s
+        return float("nan"), float("nan")  # dataset specs use the default 0.5 keV spectra
+    elapsed = {}
+    for n in (images, 4 * images):
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = Path(tmp) / "bench.yaml"
+            spec.write_text(SPEC.format(voxel_mm=voxel_mm, images=n))
+            summary = run_dataset(spec, out_dir=Path(tmp) / "out", workers=workers, progress=False)
+            if summary.failures:
+                raise RuntimeError(f"benchmark items failed: {summary.failures}")
+            elapsed[n] = summary.elapsed_s
+    return images / elapsed[images], 3 * images / (elapsed[4 * images] - elapsed[images])
 
 
 def main() -> None:
@@ -89,18 +96,20 @@ def main() -> None:
     phantom = xsim.phantoms.thorax(seed=0, voxel_mm=args.voxel_mm, vessels=True, tool=True)
     print(f"phantom {phantom!r}, {np.prod(phantom.shape) / 1e6:.1f} M voxels; 512 x 512, {args.images} images")
     print(f"{'spectrum bins':>14} {'render() img/s':>15} {'s/img':>7} {'project s':>10} {'CNN s':>7} "
-          f"{'readout s':>10} {'labels s':>9} {'dataset 1 wkr':>14} {'dataset 2 wkr':>14}")
+          f"{'readout s':>10} {'labels s':>9} {'dataset 1 wkr':>14} {'dataset 2 wkr':>14} {'steady 1 wkr':>13} "
+          f"{'steady 2 wkr':>13}")
     for bin_keV in args.bin_kev:
         spectrum = xsim.Spectrum.tungsten(80.0, {"Al": 2.5}, bin_keV=bin_keV)
         bins = int(np.count_nonzero(spectrum.fluence))
         r = _in_process(phantom, spectrum, args.images)
-        d1 = _dataset(args.voxel_mm, args.images, 1, bin_keV)
-        d2 = _dataset(args.voxel_mm, args.images, 2, bin_keV)
+        d1, s1 = _dataset(args.voxel_mm, args.images, 1, bin_keV)
+        d2, s2 = _dataset(args.voxel_mm, args.images, 2, bin_keV)
         print(f"{bins:>6} ({bin_keV:g} keV) {r['images_per_s']:>15.2f} {r['s_per_image']:>7.2f} "
               f"{r['projection_s']:>10.3f} {r['scatter_s']:>7.3f} {r['readout_s']:>10.3f} {r['labels_s']:>9.3f} "
-              f"{d1:>14.2f} {d2:>14.2f}")
-    print("target: >= 5 images/s (issue 7); dataset columns are end to end (worker start-up and phantom build in "
-          "each worker included, 0.5 keV spectra)")
+              f"{d1:>14.2f} {d2:>14.2f} {s1:>13.2f} {s2:>13.2f}")
+    print("target: >= 5 images/s (issue 7); dataset columns: end to end for --images images (worker start-up and "
+          "phantom build in each worker included), and steady state (the marginal rate from --images to 4x as many); "
+          "0.5 keV spectra")
 
 
 if __name__ == "__main__":
