@@ -306,6 +306,26 @@ def test_openmp_fallback_warns_once_and_gives_identical_results(monkeypatch, tmp
         load({})
 
 
+def test_march_native_setting_and_fallback(monkeypatch, tmp_path):
+    # auto (default): native when the compiler accepts it; 0: never; a compiler that rejects it: auto skips it
+    assert "-march=native" in runtime_build.cpu_build_flags()
+    monkeypatch.setenv("XSIM_MARCH_NATIVE", "0")
+    assert "-march=native" not in runtime_build.cpu_build_flags()
+    monkeypatch.delenv("XSIM_MARCH_NATIVE")
+    fake = tmp_path / "no-native-g++"
+    fake.write_text('#!/bin/sh\ncase "$*" in *-march=native*) echo "fake: unknown arch" >&2; exit 1;; esac\n'
+                    'exec g++ "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    assert "-march=native" not in runtime_build.cpu_build_flags()
+    # and kernels still build and run with that compiler
+    counts, total = np.zeros(64, np.uint64), np.zeros(1, np.uint64)
+    monkeypatch.setenv("XSIM_CACHE_DIR", str(tmp_path / "cache"))
+    Kernel("demo_histogram.cu", "demo_histogram", DemoHistogramParams, defines={"DEMO_NBINS": 64}).launch(
+        100, DemoHistogramParams(seed=2, counts=counts, sum_fixed=total, fixed_scale=2.0**32, draws_per_thread=8))
+    assert counts.sum() == 800
+
+
 def test_backend_selection(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail, whatever is installed
     assert runtime.select_backend("auto") == "cpu"

@@ -150,10 +150,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"physics tables: {physics_data_dir()}")
     print(f"kernel sources: {kernels_dir()}")
     from . import runtime
-    from .runtime_build import cache_dir
+    from .runtime_build import cache_dir, cpu_build_flags
 
     print(f"kernel backend: {runtime.select_backend()} (XSIM_BACKEND), CPU threads: {runtime.default_threads()}")
     print(f"kernel cache:   {cache_dir()}")
+    print(f"CPU build:      {' '.join(cpu_build_flags())} (XSIM_MARCH_NATIVE, XSIM_OPENMP)")
     return 0
 
 
