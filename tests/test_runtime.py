@@ -276,6 +276,14 @@ def test_no_compiler_says_what_to_install(monkeypatch):
         Kernel("demo_histogram.cu", "demo_histogram", DemoHistogramParams, backend="cpu")
 
 
+def _compiler_without(folder, flag, message):
+    """A g++ wrapper that fails with `message` on any command line containing `flag` (its path)."""
+    fake = folder / f"no{flag}-g++"
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *{flag}*) echo "{message}" >&2; exit 1;; esac\nexec g++ "$@"\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
 def test_openmp_fallback_warns_once_and_gives_identical_results(monkeypatch, tmp_path):
     reference = demo_histogram(5000, 8, seed=2)
 
@@ -297,11 +305,7 @@ def test_openmp_fallback_warns_once_and_gives_identical_results(monkeypatch, tmp
     assert int(total[0]) == reference[1]
     # (2) a compiler that cannot build OpenMP code is detected by the probe
     monkeypatch.delenv("XSIM_OPENMP")
-    fake = tmp_path / "no-openmp-g++"
-    fake.write_text('#!/bin/sh\ncase "$*" in *-fopenmp*) echo "fake: no OpenMP here" >&2; exit 1;; esac\n'
-                    'exec g++ "$@"\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setenv("CXX", _compiler_without(tmp_path, "-fopenmp", "fake: no OpenMP here"))
     with pytest.warns(RuntimeWarning, match=r"cannot build OpenMP code \(fake: no OpenMP here\).*one thread"):
         load({})
 
@@ -312,11 +316,7 @@ def test_march_native_setting_and_fallback(monkeypatch, tmp_path):
     monkeypatch.setenv("XSIM_MARCH_NATIVE", "0")
     assert "-march=native" not in runtime_build.cpu_build_flags()
     monkeypatch.delenv("XSIM_MARCH_NATIVE")
-    fake = tmp_path / "no-native-g++"
-    fake.write_text('#!/bin/sh\ncase "$*" in *-march=native*) echo "fake: unknown arch" >&2; exit 1;; esac\n'
-                    'exec g++ "$@"\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setenv("CXX", _compiler_without(tmp_path, "-march=native", "fake: unknown arch"))
     assert "-march=native" not in runtime_build.cpu_build_flags()
     # and kernels still build and run with that compiler
     counts, total = np.zeros(64, np.uint64), np.zeros(1, np.uint64)
