@@ -16,11 +16,13 @@
 //
 // Speed (CPU, issue 7; benchmarks/bench_projector_speed.py). The host walks PROJECT_LANES neighbouring rays
 // at once, one per lane of a vector register (accumulate_line_integrals_lanes: the scalar walk's arithmetic
-// lane by lane, bit-identical line integrals, ~1.8x faster with AVX-512 than one ray at a time; the scalar
-// walk waits on its compare -> select -> add chain). The scalar walk (accumulate_line_integrals, GPU threads
-// and hosts without AVX2) is xsim::GridWalk's arithmetic unrolled into scalars: the same crossings, the same
-// dt, the same float sums in the same order as the GridWalk::next loop. The energy terms are computed over
-// energies in SIMD lanes on the host (one bin per lane, a polynomial exp: exp_neg) and summed in energy order.
+// lane by lane, bit-identical line integrals; per image ~1.8x faster with 8 lanes (AVX-512) and 1.3-1.5x with
+// 4 (AVX2) than one ray at a time, whose walk waits on its compare -> select -> add chain), and sums the
+// energy bins of those pixels one pixel per SIMD lane (energy_sums_lanes). The scalar walk
+// (accumulate_line_integrals, GPU threads and hosts without AVX2) is xsim::GridWalk's arithmetic unrolled
+// into scalars: the same crossings, the same dt, the same float sums in the same order as the GridWalk::next
+// loop; its energy sum runs over energies in SIMD lanes (one bin per lane) and adds them in energy order.
+// Both exponentials on the host are a polynomial exp (exp_neg).
 #include "xsim_geometry.cuh"
 
 #if defined(XSIM_HOST)
@@ -48,8 +50,9 @@
 // may visit the two voxels in the other order, but the second one then has dt = 0 and adds exactly 0). The
 // running sum of the current material stays in a register and goes back to L only when the material changes:
 // the same float additions in the same order as L[m] += x voxel by voxel, without a store-to-load round trip
-// per voxel. Measured and dropped (slower on x86-64): two rays walked in lock step to overlap their dependency
-// chains (the two states do not fit in the registers), and the walk run 64 voxels ahead of the loads.
+// per voxel. Measured and dropped (slower on x86-64): two rays walked in lock step in scalar registers (the two
+// states do not fit; accumulate_line_integrals_lanes does it in vector registers instead), and the walk run
+// 64 voxels ahead of the loads.
 __device__ inline void accumulate_line_integrals(const xsim::GridWalk& w, const uint8_t* __restrict__ material,
                                                  const float* __restrict__ density, float* L) {
     double tx = w.t_next[0], ty = w.t_next[1], tz = w.t_next[2];
@@ -95,7 +98,8 @@ __device__ inline void accumulate_line_integrals(const xsim::GridWalk& w, const 
 
 // PROJECT_LANES: rays walked at once on the host, one per lane of a vector register of doubles (the build
 // uses -march=native unless XSIM_MARCH_NATIVE=0): 8 with AVX-512, 4 with AVX2; without them the scalar walk
-// (SSE2's pairs were measured ~4x slower than it: no 64-bit compares, the vectors live on the stack).
+// (the same code on SSE2 register pairs measured ~4x slower than it). Any value builds anywhere (the tests
+// compare 4 and 8 lanes with 1).
 #if defined(XSIM_HOST) && !defined(PROJECT_LANES)
 #if defined(__AVX512F__)
 #define PROJECT_LANES 8
@@ -111,11 +115,10 @@ __device__ inline void accumulate_line_integrals(const xsim::GridWalk& w, const 
 // per-step face choice is the scalar walk's, lane by lane (same compares, same selects, same double sums), so
 // each lane visits the same voxels with the same dt, and L[lane][m] += density * dt receives the same float
 // additions in the same order as the scalar walk's running sum: the line integrals are bit-identical. Why:
-// the scalar walk waits ~12 cycles per voxel on its chain of compare -> select -> add; four rays share that
-// chain's latency and their voxel loads overlap (~2-3x fewer cycles per voxel on x86-64; the vectors lower
-// to SSE2 pairs without -march). A lane that has left the grid (or never entered) keeps adding exact zeros to
-// a voxel it has already visited, until every lane is done; the lanes are neighbouring pixels of a tile, so
-// their walks have nearly the same length.
+// the scalar walk waits on its chain of compare -> select -> add every voxel; the lanes share that chain's
+// latency and their voxel loads overlap. A lane that has left the grid keeps adding exact zeros to the last
+// voxel it visited (one that never entered, to voxel 0), until every lane is done; the lanes are
+// neighbouring pixels of a tile, so their walks have nearly the same length.
 typedef double lanes_f64 __attribute__((vector_size(PROJECT_LANES * sizeof(double))));
 typedef int64_t lanes_i64 __attribute__((vector_size(PROJECT_LANES * sizeof(int64_t))));
 typedef float lanes_f32 __attribute__((vector_size(PROJECT_LANES * sizeof(float))));
@@ -124,7 +127,8 @@ inline void accumulate_line_integrals_lanes(const xsim::GridWalk* walks, const b
                                             const uint8_t* __restrict__ material, const float* __restrict__ density,
                                             float (*L)[PROJECT_NMAT]) {
     lanes_f64 tx, ty, tz, dx, dy, dz, t, t_exit;
-    lanes_f64 rx, ry, rz;  // faces left per axis: small integers, held as doubles (SSE2 has no 64-bit compare)
+    lanes_f64 rx, ry, rz;  // faces left per axis: small integers, held as doubles (a double compare is one
+                           // instruction on every x86-64 vector unit, a 64-bit integer one is not)
     lanes_i64 sx, sy, sz, voxel;
     for (int l = 0; l < PROJECT_LANES; ++l) {
         const xsim::GridWalk& w = walks[l];
@@ -422,10 +426,13 @@ __device__ void project_body(const ProjectParams& p, uint64_t i) {
     uint64_t pixel[PROJECT_LANES];
     Vec3 pix[PROJECT_LANES];
     float L[PROJECT_LANES][PROJECT_NMAT] = {};
+    bool any_valid = false;
     for (int l = 0; l < PROJECT_LANES; ++l) {
         valid[l] = tile_pixel(p, i + l, pixel[l], pix[l]);
         enters[l] = valid[l] && pixel_walk(p, pix[l], walks[l]);
+        any_valid |= valid[l];
     }
+    if (!any_valid) return;  // the padding of the last tiles
     accumulate_line_integrals_lanes(walks, enters, p.material_index, p.density, L);
     float inv_cos[PROJECT_LANES] = {}, g[PROJECT_LANES] = {}, Lt[PROJECT_NMAT][PROJECT_LANES];
     for (int l = 0; l < PROJECT_LANES; ++l) {

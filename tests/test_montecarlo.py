@@ -94,6 +94,27 @@ def test_thread_count_does_not_change_any_bit(small_thorax, small_camera):
     assert not np.array_equal(one.primary, other.primary)
 
 
+def test_march_native_does_not_change_any_bit(monkeypatch, tmp_path, small_thorax, small_camera):
+    # -march=native (default when the compiler accepts it) must change speed only: -ffp-contract=off and no
+    # fast-math keep the vector units to the scalar build's IEEE operations (docs/decisions.md)
+    from xsim import montecarlo
+
+    kw = dict(spectrum=Spectrum.tungsten(80), photons=2e4, seed=5, batches=2, progress=False, backend="cpu",
+              threads=2, world_material="air")
+    results = []
+    for setting in ("0", "auto"):
+        monkeypatch.setenv("XSIM_MARCH_NATIVE", setting)
+        monkeypatch.setenv("XSIM_CACHE_DIR", str(tmp_path / setting))
+        montecarlo._kernel.cache_clear()  # the kernel is built again under this setting
+        results.append(monte_carlo(small_thorax, small_camera, **kw))
+    montecarlo._kernel.cache_clear()
+    plain, native = results
+    for kind in IMAGE_KINDS:
+        assert np.array_equal(getattr(plain, kind), getattr(native, kind))
+    assert np.array_equal(plain.energy_deposit, native.energy_deposit)
+    assert plain.energy_balance_eV == native.energy_balance_eV
+
+
 def test_scatter_tallies_and_uncertainties(small_thorax, small_camera):
     r = monte_carlo(small_thorax, small_camera, spectrum=Spectrum.tungsten(100), photons=5e4, seed=2,
                     batches=5, progress=False)

@@ -311,14 +311,25 @@ def test_openmp_fallback_warns_once_and_gives_identical_results(monkeypatch, tmp
 
 
 def test_march_native_setting_and_fallback(monkeypatch, tmp_path):
-    # auto (default): native when the compiler accepts it; 0: never; a compiler that rejects it: auto skips it
-    assert "-march=native" in runtime_build.cpu_build_flags()
+    # auto (default): native exactly when the compiler accepts it, and what it resolves to keys the cache
+    monkeypatch.delenv("XSIM_MARCH_NATIVE", raising=False)
+    cxx = tuple(runtime_build.find_cxx())
+    target, _ = runtime_build._native_target(cxx)
+    assert ("-march=native" in runtime_build.cpu_build_flags()) == bool(target)
+    if target:
+        assert "#define __" in target  # the compiler's predefined macros for the native target
     monkeypatch.setenv("XSIM_MARCH_NATIVE", "0")
     assert "-march=native" not in runtime_build.cpu_build_flags()
-    monkeypatch.delenv("XSIM_MARCH_NATIVE")
+    monkeypatch.setenv("XSIM_MARCH_NATIVE", "off")
+    with pytest.raises(XsimInputError, match="XSIM_MARCH_NATIVE must be auto, 0 or 1, got 'off'"):
+        runtime_build.cpu_build_flags()
+    # a compiler that rejects -march=native: auto builds without it (and kernels run), 1 says why it cannot
     monkeypatch.setenv("CXX", _compiler_without(tmp_path, "-march=native", "fake: unknown arch"))
+    monkeypatch.setenv("XSIM_MARCH_NATIVE", "1")
+    with pytest.raises(runtime_build.KernelCompileError, match=r"rejects -march=native \(fake: unknown arch\)"):
+        runtime_build.cpu_build_flags()
+    monkeypatch.delenv("XSIM_MARCH_NATIVE")
     assert "-march=native" not in runtime_build.cpu_build_flags()
-    # and kernels still build and run with that compiler
     counts, total = np.zeros(64, np.uint64), np.zeros(1, np.uint64)
     monkeypatch.setenv("XSIM_CACHE_DIR", str(tmp_path / "cache"))
     Kernel("demo_histogram.cu", "demo_histogram", DemoHistogramParams, defines={"DEMO_NBINS": 64}).launch(

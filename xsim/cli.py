@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--split", default="train", help="label of the cases (default: %(default)s)")
     make.add_argument("--kvp-range", nargs=2, type=float, default=[60.0, 120.0], metavar=("MIN", "MAX"),
                       help="tube voltages drawn uniformly in [MIN, MAX] kV (default: 60 120)")
-    make.add_argument("--kvp-values", type=lambda text: [float(v) for v in text.split(",")], default=None,
+    make.add_argument("--kvp-values", type=_kv_list, default=None,
                       metavar="KV,KV,...", help="instead, these voltages in turn over the cases in plan order")
     make.add_argument("--workers", type=int, default=2, help="local processes (default: %(default)s)")
     make.set_defaults(func=_cmd_scatter_make_dataset)
@@ -150,11 +150,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"physics tables: {physics_data_dir()}")
     print(f"kernel sources: {kernels_dir()}")
     from . import runtime
+    from . import runtime_build
     from .runtime_build import cache_dir, cpu_build_flags
 
     print(f"kernel backend: {runtime.select_backend()} (XSIM_BACKEND), CPU threads: {runtime.default_threads()}")
     print(f"kernel cache:   {cache_dir()}")
-    print(f"CPU build:      {' '.join(cpu_build_flags())} (XSIM_MARCH_NATIVE, XSIM_OPENMP)")
+    try:
+        print(f"CPU build:      {' '.join(cpu_build_flags())} (XSIM_MARCH_NATIVE, XSIM_OPENMP)")
+    except (runtime.BackendUnavailableError, runtime_build.KernelCompileError) as err:
+        print(f"CPU build:      unavailable ({err})")
     return 0
 
 
@@ -241,6 +245,14 @@ def _cmd_dataset_run(args: argparse.Namespace) -> int:
                           max_items=args.max_items)
     print(summary)
     return 1 if summary.failures else 0
+
+
+def _kv_list(text: str) -> list[float]:
+    """``--kvp-values 60,80,100`` -> [60.0, 80.0, 100.0]."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated voltages in kV such as 60,80,100, got {text!r}")
 
 
 def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:

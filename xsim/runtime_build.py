@@ -10,8 +10,8 @@ Libraries are written under a temporary name and moved into place with ``os.repl
 compiling the same kernel at once never see a partial file. Deleting the folder is always safe.
 
 Environment: ``XSIM_MARCH_NATIVE`` (``auto``, the default: ``-march=native`` when the compiler accepts it;
-``0``: off; the CPU's flags are part of the cache key, so a cache shared by different machines holds one
-library per CPU type);
+``1``: required; ``0``: off; the target it resolves to is part of the cache key, so a cache shared by
+different machines holds one library per CPU type);
 ``XSIM_OPENMP=0`` builds without OpenMP (one thread), as happens automatically, with a warning, when the
 compiler cannot build OpenMP code.
 """
@@ -212,34 +212,39 @@ def openmp_flags(cxx: list[str]) -> list[str]:
 
 
 @cache
-def _native_probe(cxx: tuple[str, ...]) -> bool:
-    """True when ``cxx`` accepts ``-march=native`` here."""
+def _native_target(cxx: tuple[str, ...]) -> tuple[str, str]:
+    """(the macros ``cxx -march=native`` predefines, "") — they name the CPU and every ISA extension it
+    targets, on any OS and architecture — or ("", the compiler's complaint) when it rejects the flag."""
     with tempfile.TemporaryDirectory(prefix="xsim-native-") as tmp:
-        src = Path(tmp) / "probe.cpp"
-        src.write_text('extern "C" int xsim_native_probe() { return 1; }\n')
-        cmd = [*cxx, "-march=native", "-shared", "-fPIC", str(src), "-o", str(Path(tmp) / "probe.so")]
-        return subprocess.run(cmd, capture_output=True, text=True, check=False).returncode == 0
+        src = Path(tmp) / "empty.cpp"
+        src.write_text("")
+        cmd = [*cxx, "-march=native", "-dM", "-E", "-x", "c++", str(src)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return "", (result.stderr.strip() or "failed").splitlines()[-1]
+    return result.stdout, ""
 
 
 def _march_flags(cxx: list[str]) -> tuple[list[str], str]:
-    """``-march=native`` and the CPU's flags for the cache key (a library built for one CPU is never loaded
-    on another that shares the cache folder), or nothing.
+    """``(["-march=native"], the target it resolves to)`` for the flags and the cache key (a library built for
+    one CPU is never loaded on another that shares the cache folder), or ``([], "")``.
 
-    ``XSIM_MARCH_NATIVE``: ``auto`` (default) uses it when the compiler accepts it and /proc/cpuinfo names
-    the CPU's flags; ``1`` always; ``0`` never. The kernels' results do not depend on it (no FMA contraction,
-    no reassociation: the same IEEE operations in wider registers); their speed does (the projector walks 8
-    rays per AVX-512 vector, 4 per AVX2 vector, else one at a time).
+    ``XSIM_MARCH_NATIVE``: ``auto`` (default) uses it when the compiler accepts it; ``1`` requires it;
+    ``0`` never. The kernels' results do not depend on it (no FMA contraction, no reassociation: the same
+    IEEE operations in wider registers); their speed does (the projector walks 8 rays per AVX-512 vector,
+    4 per AVX2 vector, else one at a time).
     """
     setting = os.environ.get("XSIM_MARCH_NATIVE", "auto").strip().lower()
+    if setting not in ("auto", "0", "1"):
+        raise XsimInputError(f"environment variable XSIM_MARCH_NATIVE must be auto, 0 or 1, got {setting!r}")
     if setting == "0":
         return [], ""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    if setting == "1" or (flags and _native_probe(tuple(cxx))):
-        return ["-march=native"], flags
+    target, problem = _native_target(tuple(cxx))
+    if target:
+        return ["-march=native"], target
+    if setting == "1":
+        raise KernelCompileError(f"XSIM_MARCH_NATIVE=1, but the C++ compiler {cxx[0]} rejects -march=native "
+                                 f"({problem}); unset it (auto) or set it to 0")
     return [], ""
 
 
@@ -253,11 +258,11 @@ def build_cpu(text: str, name: str, include_dirs: list[Path], defines: Mapping[s
     """Shared library compiled from the C++ source ``text`` (whose ``#include "..."`` resolve in
     ``include_dirs``), from the cache when the key matches, else compiled now and stored."""
     cxx = find_cxx()
-    march, cpu_flags = _march_flags(cxx)
+    march, native_target = _march_flags(cxx)
     flags = [*CXX_FLAGS, *openmp_flags(cxx), *march]  # as cpu_build_flags
     flags += [f"-I{d}" for d in include_dirs] + define_flags(defines)
     digest = source_digest(
-        text, include_dirs[0], include_dirs, shlex.join(cxx), compiler_version(tuple(cxx)), *flags, cpu_flags
+        text, include_dirs[0], include_dirs, shlex.join(cxx), compiler_version(tuple(cxx)), *flags, native_target
     )
     folder = cache_dir()
     target = folder / f"{name}-{digest[:24]}.so"
