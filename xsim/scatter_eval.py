@@ -228,7 +228,8 @@ def plot_profiles(path: str | os.PathLike, data: dict, pred: np.ndarray, n: int 
     return path
 
 
-def model_card(model: ScatterModel, summary, timing: dict, heldout: str, reproduce: str = "") -> str:
+def model_card(model: ScatterModel, summary, timing: dict, heldout: str, reproduce: str = "",
+               cases=None) -> str:
     """Markdown model card: training data and settings (the model's metadata) and the measured errors.
 
     Parameters
@@ -242,6 +243,8 @@ def model_card(model: ScatterModel, summary, timing: dict, heldout: str, reprodu
         Description of the held-out set.
     reproduce : str
         Markdown commands that rebuild the data and the model.
+    cases : pandas.DataFrame, optional
+        ``evaluate(...)["cases"]``: adds the range of the per-case MAPE and the worst cases.
     """
     meta = model.metadata
     data, train, geo = meta.get("data", {}), meta.get("training", {}), meta.get("geometry", {})
@@ -282,6 +285,13 @@ def model_card(model: ScatterModel, summary, timing: dict, heldout: str, reprodu
                      f"{pct(row[f'mc_noise_{grid}'])} | {pct(row['mape_64'])} | {pct(row['noise_floor_64'])} | "
                      f"{pct(row[f'spr_rel_error_{grid}'])} | {pct(row['mape_const_spr_64'])} | "
                      f"{pct(row['mape_const_scatter_64'])} |")
+    if cases is not None:
+        ranked = cases.sort_values(f"mape_{grid}")
+        worst = ranked.tail(2)
+        lines += ["", f"Per case, MAPE {grid}² ranges from {pct(ranked[f'mape_{grid}'].iloc[0])} to "
+                  f"{pct(ranked[f'mape_{grid}'].iloc[-1])}; the largest: "
+                  + ", ".join(f"{row.case_id} ({row.kvp:g} kVp) {pct(row[f'mape_{grid}'])}"
+                              for _, row in worst[::-1].iterrows()) + "."]
     lines += ["", "## Speed",
               f"- CNN: {timing['cnn_ms_256']:.1f} ms per 256 x 256 image (`predict`, features + network + upsampling, "
               "one torch thread on this 2-core CPU shared with other jobs).",
