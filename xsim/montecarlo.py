@@ -906,8 +906,18 @@ class _BatchAccumulator:
             if b < 2:
                 out.append((mean, np.full_like(mean, np.nan)))
                 continue
-            spread = (s3 - 2.0 * mean * s2 + mean * mean * self._sum_n2) / (n * n)
-            out.append((mean, np.sqrt(np.maximum(spread, 0.0) * b / (b - 1))))
+            # spread = (s3 - 2 mean s2 + mean^2 sum_n2) / n^2, in place: the 3D deposit may hold 1e7-1e8
+            # voxels, and every temporary array costs its allocation and page faults
+            spread = np.multiply(mean, s2)
+            spread *= -2.0
+            spread += s3
+            square = np.multiply(mean, mean)
+            square *= self._sum_n2
+            spread += square
+            del square
+            spread *= b / (b - 1) / (n * n)
+            np.maximum(spread, 0.0, out=spread)
+            out.append((mean, np.sqrt(spread, out=spread)))
         return out
 
 
