@@ -222,7 +222,7 @@ def _native_target(cxx: tuple[str, ...]) -> tuple[str, str]:
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return "", (result.stderr.strip() or "failed").splitlines()[-1]
-    return result.stdout, ""
+    return "\n".join(sorted(result.stdout.splitlines())), ""  # GCC lists them in no fixed order
 
 
 def _march_flags(cxx: list[str]) -> tuple[list[str], str]:
