@@ -1,4 +1,5 @@
-"""The console script answers --help and --version (installed entry point, not just the module)."""
+"""The console script: --help, --version, info, and argument errors (installed entry point, not just the module)."""
+import os
 import shutil
 import subprocess
 import sys
@@ -6,10 +7,11 @@ import sys
 import xsim
 
 
-def _run(*args):
+def _run(*args, env=None):
     exe = shutil.which("xsim")
     cmd = [exe, *args] if exe else [sys.executable, "-m", "xsim.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_version():
@@ -23,6 +25,22 @@ def test_help_lists_commands():
     assert out.returncode == 0
     assert "usage: xsim" in out.stdout
     assert "info" in out.stdout
+
+
+def test_info_names_the_cpu_build_and_bad_settings():
+    out = _run("info")
+    assert out.returncode == 0 and "CPU build:" in out.stdout
+    bad = _run("info", env={"XSIM_MARCH_NATIVE": "yes"})
+    assert bad.returncode == 2 and "XSIM_MARCH_NATIVE must be auto, 0 or 1, got 'yes'" in bad.stderr
+
+
+def test_scatter_make_dataset_rejects_bad_kvp_values(tmp_path):
+    out = _run("scatter", "make-dataset", "--out", str(tmp_path / "d"), "--kvp-values", "60,abc")
+    assert out.returncode == 2
+    assert "comma-separated voltages in kV" in out.stderr and "'60,abc'" in out.stderr
+    out = _run("scatter", "make-dataset", "--out", str(tmp_path / "d"), "--kvp-values", "60,150")
+    assert out.returncode != 0 and "kvp_values" in out.stderr
+    assert not (tmp_path / "d").exists()  # refused before any work
 
 
 def test_validate_lists_studies_and_rejects_unknown_names():
