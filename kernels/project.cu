@@ -16,7 +16,7 @@
 //
 // Speed (CPU, issue 7; benchmarks/bench_projector_speed.py). The host walks PROJECT_LANES neighbouring rays
 // at once, one per lane of a vector register (accumulate_line_integrals_lanes: the scalar walk's arithmetic
-// lane by lane, bit-identical line integrals; per image ~1.8x faster with 8 lanes (AVX-512) and 1.3-1.5x with
+// lane by lane, bit-identical line integrals; per image ~1.9x faster with 8 lanes (AVX-512) and 1.3-1.5x with
 // 4 (AVX2) than one ray at a time, whose walk waits on its compare -> select -> add chain), and sums the
 // energy bins of those pixels one pixel per SIMD lane (energy_sums_lanes). The scalar walk
 // (accumulate_line_integrals, GPU threads and hosts without AVX2) is xsim::GridWalk's arithmetic unrolled
