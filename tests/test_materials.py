@@ -7,33 +7,15 @@ import pytest
 from xsim.checks import XsimInputError
 from xsim.physics import tables
 from xsim.physics.materials import Material, list_materials, material
+from xsim.validation import attenuation_vs_nist as nist
 
-ENERGIES_KEV = np.array([20.0, 30.0, 40.0, 60.0, 80.0, 100.0, 150.0])
-
-# Total mu/rho with coherent scattering, cm^2/g, NIST XCOM / NIST SRD 126 (Hubbell & Seltzer,
-# "Tables of X-Ray Mass Attenuation Coefficients and Mass Energy-Absorption Coefficients"),
-# Tables 3 and 4. Water, air, Al, Pb, soft tissue, iodine as in
-# /work/shared/reference/nist_mu_rho.md; cortical bone and adipose from the SRD 126 Table 4 pages
-# https://physics.nist.gov/PhysRefData/XrayMassCoef/ComTab/bone.html and .../adipose.html.
-NIST_MU_RHO = {
-    "water": [0.8096, 0.3756, 0.2683, 0.2059, 0.1837, 0.1707, 0.1505],
-    "air": [0.7779, 0.3538, 0.2485, 0.1875, 0.1662, 0.1541, 0.1356],
-    "aluminium": [3.441, 1.128, 0.5685, 0.2778, 0.2018, 0.1704, 0.1378],
-    "lead": [86.36, 30.32, 14.36, 5.021, 2.419, 5.549, 2.014],
-    "soft tissue": [0.8230, 0.3790, 0.2688, 0.2048, 0.1823, 0.1693, 0.1492],
-    "iodine": [25.43, 8.561, 22.10, 7.579, 3.510, 1.942, 0.6978],
-    "cortical bone": [4.001, 1.331, 0.6655, 0.3148, 0.2229, 0.1855, 0.1480],
-    "adipose": [0.5677, 0.3063, 0.2396, 0.1974, 0.1800, 0.1688, 0.1500],
-}
-
-# mu_en/rho, cm^2/g, NIST SRD 126 Table 4 (Air, Dry (near sea level); Water, Liquid), the values
-# spekpy ships in data/tables/nist_muen_{air,water}.dat (water there rounded to 3 digits; the 4-digit
-# values are those of https://physics.nist.gov/PhysRefData/XrayMassCoef/ComTab/water.html).
-MU_EN_ENERGIES_KEV = np.array([15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0])
-NIST_MU_EN_RHO = {
-    "air": [1.334, 0.5389, 0.1537, 0.06833, 0.04098, 0.03041, 0.02407, 0.02325, 0.02496],
-    "water": [1.374, 0.5503, 0.1557, 0.06947, 0.04223, 0.03190, 0.02597, 0.02546, 0.02764],
-}
+# Reference values: NIST XCOM / SRD 126 mu/rho and SRD 126 mu_en/rho (Hubbell & Seltzer, "Tables of X-Ray
+# Mass Attenuation Coefficients and Mass Energy-Absorption Coefficients"), kept once, with their sources, in
+# the validation study that reports the same comparison.
+ENERGIES_KEV = np.array(nist.MU_ENERGIES_KEV)
+NIST_MU_RHO = nist.NIST_MU_RHO
+MU_EN_ENERGIES_KEV = np.array(nist.MU_EN_ENERGIES_KEV)
+NIST_MU_EN_RHO = nist.NIST_MU_EN_RHO
 
 
 @pytest.mark.parametrize("name", NIST_MU_RHO)

@@ -42,7 +42,8 @@ NIST_MU_RHO = {
     "cortical bone": [4.001, 1.331, 0.6655, 0.3148, 0.2229, 0.1855, 0.1480],
     "adipose": [0.5677, 0.3063, 0.2396, 0.1974, 0.1800, 0.1688, 0.1500],
 }
-# NIST SRD 126 Table 4 mu_en/rho in cm^2/g (ComTab/air.html, ComTab/water.html).
+# NIST SRD 126 Table 4 mu_en/rho in cm^2/g (ComTab/air.html, ComTab/water.html; spekpy ships the same values
+# in data/tables/nist_muen_{air,water}.dat, water there rounded to 3 digits).
 MU_EN_ENERGIES_KEV = [15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0]
 NIST_MU_EN_RHO = {
     "air": [1.334, 0.5389, 0.1537, 0.06833, 0.04098, 0.03041, 0.02407, 0.02325, 0.02496],
