@@ -13,8 +13,6 @@ comparing DiffDRR's ray end points with xsim's source and pixel centres before a
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from xsim import phantoms  # noqa: E402
 from xsim.geometry import CArm, Camera  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
 from xsim.projector import project  # noqa: E402
+from xsim.validate import save_figure  # noqa: E402
 
 ENERGY_KEV = 60.0
 SDD_MM, SID_MM, FIELD_MM = 1020.0, 760.0, 300.0  # detector side fixed, pixel size = FIELD_MM / pixels
@@ -131,10 +130,7 @@ def main(voxel_mm: float = 1.25, repeats: int = 3, out_dir: Path = DEFAULT_OUT) 
         ax.set_title(title)
     fig.tight_layout()
     png = out_dir / "bench_projector.png"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, png)
+    save_figure(fig, png, dpi=90)
     print(f"wrote {png}")
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -36,6 +35,7 @@ import numpy as np  # noqa: E402
 from xsim.scatter import load_model  # noqa: E402
 from xsim.scatter_data import make_dataset, plan_cases  # noqa: E402
 from xsim.scatter_eval import EVAL_POOL, evaluate, mc_seconds_at_noise, time_inference  # noqa: E402
+from xsim.validate import save_figure, save_table  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 REFERENCE_PLAN = dict(phantom_seeds=[100, 101], views=1, photons=2.5e8, seed=2, split="reference",
@@ -74,7 +74,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False,
     model = load_model()
     result = evaluate(data_dir, model=model, out_dir=out, plots=4)
     cases, table = result["cases"], result["summary"]
-    _write_csv(cases, out / "scatter_cnn.csv")
+    save_table(cases, out / "scatter_cnn.csv")
 
     cnn_ms = time_inference(model, (256, 256), threads=1)
     # Monte Carlo at equal noise: relative noise per 256 x 256 pixel equal to the CNN's 64 x 64 MAPE
@@ -84,7 +84,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False,
     timing = table.copy()
     timing["cnn_ms_256"], timing["mc_s_256_equal_noise"] = cnn_ms, mc_s
     timing["mc_s_64_at_1pct"], timing["speedup"] = mc_1pct_s, mc_s / (cnn_ms / 1000)
-    _write_csv(timing, out / "scatter_cnn_summary.csv", index=True)
+    save_table(timing, out / "scatter_cnn_summary.csv", index=True)
     _plot(cases, out / "scatter_cnn.png")
 
     mape_eval, mape_64 = cases[f"mape_{GRID}"].mean(), cases["mape_64"].mean()
@@ -109,13 +109,6 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False,
     return passed
 
 
-def _write_csv(table, path: Path, index: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv.tmp")
-    os.close(fd)
-    table.to_csv(tmp, index=index, float_format="%.6g")
-    os.replace(tmp, path)
-
-
 def _plot(cases, path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, group in cases.groupby("kind"):
@@ -129,11 +122,7 @@ def _plot(cases, path: Path) -> None:
     ax[1].plot(lim, lim, "k--", lw=1)
     ax[1].set(xlabel="field-mean SPR, Monte Carlo", ylabel="field-mean SPR, CNN", title="scatter-to-primary ratio")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 
 from .checks import XsimInputError, check_choice, check_positive, check_range
+from .fileio import atomic_path, write_csv_rows
 from .physics.spectra import KVP_RANGE
 
 __all__ = ["DatasetSpec", "DatasetSummary", "load_item", "load_spec", "read_manifest", "run_dataset", "run_tasks"]
@@ -487,9 +488,8 @@ def _run_locked(plan: DatasetSpec, out: Path, scheduler: str | None, workers: in
     _resume(out)  # a task retried by Dask after a lost worker may have left a second copy: drop it
     if importlib.util.find_spec("pyarrow") is not None and (out / MANIFEST).exists():  # a Parquet copy
         table = read_manifest(out)
-        tmp = out / ".manifest.parquet.tmp"
-        table.to_parquet(tmp)
-        os.replace(tmp, out / "manifest.parquet")
+        with atomic_path(out / "manifest.parquet") as tmp:
+            table.to_parquet(tmp)
     return summary
 
 
@@ -556,10 +556,9 @@ def _check_fingerprint(out: Path, plan: DatasetSpec) -> None:
             raise XsimInputError(f"{out} holds another dataset (its plan differs from {plan.path}); "
                                  "use a new output folder")
         return
-    tmp = out / f".{FINGERPRINT}.tmp"
-    tmp.write_text(json.dumps({"fingerprint": plan.fingerprint, "spec": str(plan.path),
-                               "items": len(plan.items)}, indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": plan.fingerprint, "spec": str(plan.path),
+                                   "items": len(plan.items)}, indent=1))
 
 
 def _resume(out: Path) -> set[str]:
@@ -588,12 +587,7 @@ def _resume(out: Path) -> set[str]:
 
 
 def _write_manifest(out: Path, rows: list[dict]) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / MANIFEST)
+    write_csv_rows(out / MANIFEST, MANIFEST_COLUMNS, rows)
 
 
 def _append_manifest(out: Path, row: dict) -> None:

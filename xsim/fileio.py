@@ -3,7 +3,7 @@ leaves either the previous file or the complete new one, never half a file."""
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +15,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file sits in the same folder (so the rename is atomic on POSIX), starts with a dot
     and ends in ``.tmp``; it is removed if the block raises (including KeyboardInterrupt). The
-    destination's folder is created if needed.
+    destination's folder is created if needed. The path is unique (process id and a random part) but not
+    created here: the writer creates the file, so it gets the usual permissions (the umask's), not the
+    owner-only ones of ``tempfile.mkstemp``.
 
     Example::
 
@@ -24,11 +26,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_csv_rows(path: str | os.PathLike, columns: list[str], rows: list[dict]) -> Path:
+    """Write ``rows`` (dicts keyed by ``columns``) as a CSV file with a header row, atomically."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)

@@ -26,6 +26,7 @@ import numpy as np
 from . import runtime
 from .checks import XsimInputError, check_range, check_type
 from .detector import Detector
+from .fileio import atomic_path
 from .geometry import Camera
 from .physics.spectra import Spectrum
 from .volume import Phantom, Volume
@@ -137,8 +138,7 @@ class Projection:
         from . import __version__
 
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update({"format": "xsim.Projection", "format_version": 1, "xsim_version": __version__,
                             "camera": self.camera.to_json(), "detector": repr(self.detector),
                             "units": f"primary, flat_field: {self.detector.unit} per pixel per mAs; photons: per "
@@ -149,7 +149,6 @@ class Projection:
             for name, image in self.line_integrals.items():
                 f[f"line_integrals/{name}"] = image
             f["spectrum/energies_keV"], f["spectrum/fluence"] = self.spectrum.energies_keV, self.spectrum.fluence
-        os.replace(tmp, path)
         return path
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checks import XsimInputError, check_type
+from .fileio import atomic_path
 
 __all__ = ["DEFAULT_MODEL", "WORK_SHAPE", "ScatterModel", "input_features", "load_model", "predict"]
 
@@ -152,15 +153,13 @@ class ScatterModel(nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Write weights, architecture and metadata (``torch.save``; temporary name, then renamed)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "config": {"width": self.width, "depth": self.depth, "n_inputs": N_INPUTS,
-                               "work_shape": list(WORK_SHAPE)},
-                    # through JSON: plain types only, which torch.load(weights_only=True) accepts
-                    "metadata": json.loads(json.dumps(self.metadata)), "state_dict": state}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION,
+                        "config": {"width": self.width, "depth": self.depth, "n_inputs": N_INPUTS,
+                                   "work_shape": list(WORK_SHAPE)},
+                        # through JSON: plain types only, which torch.load(weights_only=True) accepts
+                        "metadata": json.loads(json.dumps(self.metadata)), "state_dict": state}, tmp)
         return path
 
     @classmethod

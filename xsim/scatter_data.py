@@ -35,6 +35,7 @@ import numpy as np
 
 from .checks import XsimInputError, check_choice, check_positive, check_range
 from .datasets import run_tasks
+from .fileio import atomic_path, write_csv_rows
 
 __all__ = ["GEOMETRY", "KINDS", "export_cases", "load_dataset", "make_dataset", "plan_cases", "simulate_case"]
 
@@ -265,9 +266,8 @@ def _check_plan(out: Path, cases: list[dict]) -> None:
         if json.loads(path.read_text()) != json.loads(text):
             raise XsimInputError(f"{out} holds another scatter dataset (its {PLAN} differs); use a new folder")
         return
-    tmp = out / f".{PLAN}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _read_rows(out: Path) -> list[dict]:
@@ -296,12 +296,7 @@ def _resume(out: Path) -> set[str]:
                 for g in orphans:
                     del f[g]
     if len(valid) != len(rows):
-        tmp = out / f".{MANIFEST}.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(valid)
-        os.replace(tmp, out / MANIFEST)
+        write_csv_rows(out / MANIFEST, COLUMNS, valid)
     return {r["case_id"] for r in valid}
 
 
@@ -367,15 +362,13 @@ def export_cases(data_dir: str | os.PathLike, out_dir: str | os.PathLike, case_i
         raise XsimInputError(f"cases {missing} are not finished in {src}")
     out.mkdir(parents=True, exist_ok=True)
     shard = "shard-export.h5"
-    tmp = out / f".{shard}.tmp"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out / shard) as tmp, h5py.File(tmp, "w") as f:
         for case_id in case_ids:
             with h5py.File(src / rows[case_id]["shard"], "r") as g:
                 group = f.create_group(case_id)
                 for name, value in g[case_id].items():
                     group.create_dataset(name, data=value[()], compression="gzip", shuffle=True)
                 group.attrs.update(dict(g[case_id].attrs))
-    os.replace(tmp, out / shard)
     (out / MANIFEST).unlink(missing_ok=True)
     for case_id in case_ids:
         _append_row(out, {**rows[case_id], "shard": shard})

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .checks import XsimInputError
+from .fileio import atomic_path
+from .validate import save_figure
 from .scatter import ScatterModel, load_model, predict_fraction
 
 __all__ = ["EVAL_POOL", "case_errors", "evaluate", "mc_seconds_at_noise", "time_inference"]
@@ -185,9 +187,8 @@ def evaluate(data_dir: str | os.PathLike, model: ScatterModel | str | os.PathLik
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, table in (("scatter_eval_cases.csv", cases), ("scatter_eval_summary.csv", summary)):
-            tmp = out / f".{name}.tmp"
-            table.to_csv(tmp, index=name.endswith("summary.csv"), float_format="%.6g")
-            os.replace(tmp, out / name)
+            with atomic_path(out / name) as tmp:
+                table.to_csv(tmp, index=name.endswith("summary.csv"), float_format="%.6g")
             files[name] = out / name
         files["profiles"] = plot_profiles(out / "scatter_eval_profiles.png", data, pred, plots)
     return {"cases": cases, "summary": summary, "files": files, "prediction": pred, "data": data}
@@ -220,12 +221,7 @@ def plot_profiles(path: str | os.PathLike, data: dict, pred: np.ndarray, n: int 
             ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def model_card(model: ScatterModel, summary, timing: dict, heldout: str, reproduce: str = "",

@@ -52,12 +52,13 @@ def run_studies(names: list[str] | None = None, out_dir: str | Path = "xsim-vali
     return results
 
 
-def save_table(table, path: str | Path, float_format: str = "%.6g") -> Path:
-    """Write a study's pandas table as CSV (default 6 significant digits), atomically."""
+def save_table(table, path: str | Path, float_format: str = "%.6g", index: bool = False) -> Path:
+    """Write a study's pandas table as CSV (default 6 significant digits; ``index``: with its row labels),
+    atomically."""
     from .fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format=float_format)
+        table.to_csv(tmp, index=index, float_format=float_format)
     return Path(path)
 
 
