@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from xsim.physics.materials import material  # noqa: E402
-from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
+from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.02
@@ -113,10 +113,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     for _, row in worst.iterrows():
         print(f"{row.material:>14s} {row.quantity:>15s}: worst {row.deviation_percent:+.2f} % "
               f"at {row.energy_keV:g} keV")
-    passed = bool((table.status == "PASS").all())
-    print(f"\n{'PASS' if passed else 'FAIL'}: {len(table)} values within "
-          f"{100 * TOLERANCE:g} % of NIST; tables in {out_dir}")
-    return passed
+    return overall_verdict(table, f"{len(table)} values within {100 * TOLERANCE:g} % of NIST; tables in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from xsim.dosimetry import AirKermaDetector  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
-from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
+from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
 
 try:
     from .mc_common import DEFAULT_OUT_DIR, narrow_beam_camera, slab_phantom
@@ -80,9 +80,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     fig.tight_layout()
     save_figure(fig, out / "mc_hvl.png")
     print(table.to_string(index=False))
-    passed = bool((table.status == "PASS").all())
-    print(f"\n{'PASS' if passed else 'FAIL'}: MC HVL = analytic HVL within {TOLERANCE:.0%}")
-    return passed
+    return overall_verdict(table, f"MC HVL = analytic HVL within {TOLERANCE:.0%}")
 
 
 if __name__ == "__main__":

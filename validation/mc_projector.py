@@ -28,7 +28,7 @@ from xsim.geometry import CArm  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
 from xsim.projector import project  # noqa: E402
-from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
+from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
 
 try:
     from .mc_common import DEFAULT_OUT_DIR
@@ -90,9 +90,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     fig.tight_layout()
     save_figure(fig, out / "mc_projector.png", dpi=100)
     print(table.to_string(index=False))
-    passed = bool((table.status == "PASS").all())
-    print(f"\n{'PASS' if passed else 'FAIL'}: MC primary = projector primary within statistics")
-    return passed
+    return overall_verdict(table, "MC primary = projector primary within statistics")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from xsim.detector import Detector  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
-from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
+from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
 
 try:  # run as a module of the validation package or as a script
     from .mc_common import DEFAULT_OUT_DIR, analytic_primary, narrow_beam_camera, slab_phantom
@@ -70,9 +70,7 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     fig.tight_layout()
     save_figure(fig, out / "mc_transmission.png")
     print(table.to_string(index=False))
-    passed = bool((table.status == "PASS").all())
-    print(f"\n{'PASS' if passed else 'FAIL'}: MC primary transmission = exp(-mu x) within {N_SIGMA:g} sigma")
-    return passed
+    return overall_verdict(table, f"MC primary transmission = exp(-mu x) within {N_SIGMA:g} sigma")
 
 
 if __name__ == "__main__":

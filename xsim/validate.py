@@ -74,6 +74,14 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     return Path(path)
 
 
+def overall_verdict(table, claim: str) -> bool:
+    """Print ``PASS: claim`` when every row of the study's table has status PASS, else ``FAIL: claim``
+    (after a blank line); return whether it passed."""
+    passed = bool((table.status == "PASS").all())
+    print(f"\n{'PASS' if passed else 'FAIL'}: {claim}")
+    return passed
+
+
 def study_cli(main, description: str, default_out: str | Path, quick_help: str = "the fast version") -> None:
     """Command line of a study run as a script: ``--out DIR --quick``; exits 0 on PASS, 1 on FAIL."""
     import argparse

@@ -54,7 +54,7 @@ from xsim.dosimetry import AirKermaDetector  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.materials import material  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
-from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
+from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
 
 from ..mc_common import DEFAULT_OUT_DIR, frontal_camera, slab_phantom  # noqa: E402
 
@@ -186,11 +186,9 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[["quantity", "beam", "xsim", "xsim_std", "reference", "difference", "xsim_analytic",
                      "scatter_fraction", "status"]].to_string(index=False))
-    passed = bool((table.status == "PASS").all())
     rule = "max(0.5 %, 3 sigma)" if quick else "0.5 % with sigma <= 0.15 %"
-    print(f"{'PASS' if passed else 'FAIL'}: TG-195 Case 1 kerma ratios within {rule} of the mean of 4 codes "
-          f"({time.perf_counter() - start:.0f} s)")
-    return passed
+    return overall_verdict(table, f"TG-195 Case 1 kerma ratios within {rule} of the mean of 4 codes "
+                                  f"({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from xsim.checks import XsimInputError  # noqa: E402
 from xsim.geometry import CArm, Camera  # noqa: E402
 from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.volume import Phantom  # noqa: E402
-from xsim.validate import save_figure, save_table, study_cli  # noqa: E402
+from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
 
 from ..mc_common import DEFAULT_OUT_DIR  # noqa: E402
 from .case1 import rqr_spectrum  # noqa: E402
@@ -190,10 +190,8 @@ def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> b
     plot(table, out / "tg195_case2.png")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[["quantity", "beam", "xsim", "xsim_std", "reference", "status"]].to_string(index=False))
-    passed = bool((table.status == "PASS").all())
     rule = "balance closes, 56.4 keV box deposit in 55-62 % of emitted" + ("" if quick else ", VOI sigma < 0.5 %")
-    print(f"{'PASS' if passed else 'FAIL'}: TG-195 Case 2 ({rule}; {time.perf_counter() - start:.0f} s)")
-    return passed
+    return overall_verdict(table, f"TG-195 Case 2 ({rule}; {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":
