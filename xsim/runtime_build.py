@@ -248,18 +248,23 @@ def _march_flags(cxx: list[str]) -> tuple[list[str], str]:
     return [], ""
 
 
+def _cpu_flags(cxx: list[str]) -> tuple[list[str], str]:
+    """(the flags CPU kernels are built with, without includes and defines; the native target for the key)."""
+    march, native_target = _march_flags(cxx)
+    return [*CXX_FLAGS, *openmp_flags(cxx), *march], native_target
+
+
 def cpu_build_flags() -> list[str]:
     """The compiler and flags CPU kernels are built with here (without includes and defines)."""
     cxx = find_cxx()
-    return [*cxx, *CXX_FLAGS, *openmp_flags(cxx), *_march_flags(cxx)[0]]
+    return [*cxx, *_cpu_flags(cxx)[0]]
 
 
 def build_cpu(text: str, name: str, include_dirs: list[Path], defines: Mapping[str, object]) -> Path:
     """Shared library compiled from the C++ source ``text`` (whose ``#include "..."`` resolve in
     ``include_dirs``), from the cache when the key matches, else compiled now and stored."""
     cxx = find_cxx()
-    march, native_target = _march_flags(cxx)
-    flags = [*CXX_FLAGS, *openmp_flags(cxx), *march]  # as cpu_build_flags
+    flags, native_target = _cpu_flags(cxx)
     flags += [f"-I{d}" for d in include_dirs] + define_flags(defines)
     digest = source_digest(
         text, include_dirs[0], include_dirs, shlex.join(cxx), compiler_version(tuple(cxx)), *flags, native_target
