@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from xsim.fileio import atomic_path, write_csv_rows
+from xsim.fileio import append_csv_row, atomic_path, write_csv_rows
 
 
 def test_atomic_write_leaves_only_the_file_with_usual_permissions(tmp_path):
@@ -25,3 +25,10 @@ def test_interrupted_write_leaves_the_previous_file(tmp_path):
             raise KeyboardInterrupt
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["table.txt"]
+
+
+def test_appended_rows_follow_one_header(tmp_path):
+    path = tmp_path / "manifest.csv"
+    append_csv_row(path, ["id", "time_s"], {"id": "a", "time_s": 1.5})
+    append_csv_row(path, ["id", "time_s"], {"id": "b", "time_s": 2})
+    assert path.read_text().splitlines() == ["id,time_s", "a,1.5", "b,2"]

@@ -34,7 +34,6 @@ number fixes the angle).
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import json
@@ -53,7 +52,7 @@ import numpy as np
 import yaml
 
 from .checks import XsimInputError, check_choice, check_positive, check_range
-from .fileio import atomic_path, write_csv_rows
+from .fileio import append_csv_row, atomic_path, write_csv_rows
 from .physics.spectra import KVP_RANGE
 
 __all__ = ["DatasetSpec", "DatasetSummary", "load_item", "load_spec", "read_manifest", "run_dataset", "run_tasks"]
@@ -477,7 +476,7 @@ def _run_locked(plan: DatasetSpec, out: Path, scheduler: str | None, workers: in
     try:
         for item_id, row, error in run_tasks(render_item, pending, "item_id", out, n_workers, scheduler, cpus):
             if error is None:
-                _append_manifest(out, row)
+                append_csv_row(out / MANIFEST, MANIFEST_COLUMNS, row)
                 summary.rendered += 1
             else:
                 summary.failures.append((item_id, error))
@@ -582,22 +581,8 @@ def _resume(out: Path) -> set[str]:
                 for group in orphans:
                     del f[group]
     if len(valid) != len(rows):
-        _write_manifest(out, valid)
+        write_csv_rows(out / MANIFEST, MANIFEST_COLUMNS, valid)
     return {r["item_id"] for r in valid}
-
-
-def _write_manifest(out: Path, rows: list[dict]) -> None:
-    write_csv_rows(out / MANIFEST, MANIFEST_COLUMNS, rows)
-
-
-def _append_manifest(out: Path, row: dict) -> None:
-    path = out / MANIFEST
-    if not path.exists():
-        _write_manifest(out, [])
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, MANIFEST_COLUMNS).writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_manifest(out_dir: str | os.PathLike):

@@ -44,3 +44,17 @@ def write_csv_rows(path: str | os.PathLike, columns: list[str], rows: list[dict]
         writer.writeheader()
         writer.writerows(rows)
     return Path(path)
+
+
+def append_csv_row(path: str | os.PathLike, columns: list[str], row: dict) -> None:
+    """Append one row to a CSV file (created with its header row if missing) and flush it to disk, so that
+    a row, once appended, survives a crash (a manifest of finished work)."""
+    import csv
+
+    path = Path(path)
+    if not path.exists():
+        write_csv_rows(path, columns, [])
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, columns).writerow(row)
+        f.flush()
+        os.fsync(f.fileno())

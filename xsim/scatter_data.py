@@ -35,7 +35,7 @@ import numpy as np
 
 from .checks import XsimInputError, check_choice, check_positive, check_range
 from .datasets import run_tasks
-from .fileio import atomic_path, write_csv_rows
+from .fileio import append_csv_row, atomic_path, write_csv_rows
 
 __all__ = ["GEOMETRY", "KINDS", "export_cases", "load_dataset", "make_dataset", "plan_cases", "simulate_case"]
 
@@ -248,7 +248,7 @@ def make_dataset(out_dir: str | os.PathLike, cases: list[dict], workers: int = 1
         try:
             for case_id, row, error in run_tasks(_run_case, todo, "case_id", out, workers):
                 if error is None:
-                    _append_row(out, row)
+                    append_csv_row(out / MANIFEST, COLUMNS, row)
                     summary["simulated"] += 1
                 else:
                     summary["failed"].append((case_id, error))
@@ -298,18 +298,6 @@ def _resume(out: Path) -> set[str]:
     if len(valid) != len(rows):
         write_csv_rows(out / MANIFEST, COLUMNS, valid)
     return {r["case_id"] for r in valid}
-
-
-def _append_row(out: Path, row: dict) -> None:
-    path = out / MANIFEST
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def load_dataset(out_dir: str | os.PathLike | list) -> dict:
@@ -371,7 +359,7 @@ def export_cases(data_dir: str | os.PathLike, out_dir: str | os.PathLike, case_i
                 group.attrs.update(dict(g[case_id].attrs))
     (out / MANIFEST).unlink(missing_ok=True)
     for case_id in case_ids:
-        _append_row(out, {**rows[case_id], "shard": shard})
+        append_csv_row(out / MANIFEST, COLUMNS, {**rows[case_id], "shard": shard})
     return out
 
 
