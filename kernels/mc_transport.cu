@@ -25,16 +25,6 @@
 #include "mc_source.cuh"
 #include "xsim_geometry.cuh"
 
-// A hint that *address is about to be read-modified-written: on the host the deposit tally (16 MB for a 128^3
-// phantom) misses the cache at almost every real interaction, and a locked add on a missing line stalls; the
-// hint, given before the angular sampling, lets the miss overlap it. The GPU hides latency with other warps
-// instead: no-op there. No effect on results.
-#if defined(XSIM_HOST)
-#define XSIM_PREFETCH_WRITE(address) __builtin_prefetch((address), 1, 3)
-#else
-#define XSIM_PREFETCH_WRITE(address) ((void)(address))
-#endif
-
 namespace xsim {
 namespace mc {
 
@@ -55,6 +45,7 @@ enum EnergySlot { kIncident = 0, kDeposited = 1, kReachedPlane = 2, kEscapedElse
 struct McTransportParams {
     uint64_t seed;
     uint64_t first_photon;  // photon index of i = 0: batches are disjoint index ranges of one seed
+    uint64_t n_photons;     // photons in this launch (i < n_photons)
     // phantom: per voxel [i, j, k] (C order) density and material packed in one word (unpack_voxel)
     const uint32_t* voxels;
     xsim::VoxelGrid grid;  // shape and world mm <-> voxel index (xsim_geometry.cuh)
@@ -79,7 +70,7 @@ struct McTransportParams {
     float inv_dx;
     int32_t n_x;
     const float* xs;
-    const float* majorant_per_mm;  // [blocks][n_bins], 1/mm (region majorants, see the header comment)
+    const float* majorant_per_mm;  // [n_bins][blocks], 1/mm (region majorants, see the header comment)
     int32_t block;                 // block edge B, voxels
     int32_t blocks[3];             // ceil(n / B) per axis
     float bin_log_e_min;           // majorant energy bins: bin = floor((ln E - bin_log_e_min) * bin_inv_log_width)
@@ -161,94 +152,183 @@ __device__ bool interact(const McTransportParams& p, Photon& ph, int m, float rh
     return absorbed;
 }
 
-// Woodcock tracking through the voxel box, entered at distance t_in along the photon's ray (from grid_clip).
-// Returns true when the photon is absorbed; otherwise it has left the box and ph.pos lies on the box's face.
-__device__ bool transport_in_phantom(const McTransportParams& p, Photon& ph, double t_in, Philox& rng) {
-    const int ny = p.grid.n[1], nz = p.grid.n[2];
-    const float n_f[3] = {(float)p.grid.n[0], (float)ny, (float)nz};
+// The state of one history between the steps of advance(): the photon, its random stream, its bookkeeping and,
+// inside the phantom, the free flight in progress. A history is a small state machine so that the host can
+// interleave several of them (see mc_transport_body); the GPU runs one history per thread to its end.
+enum Phase {
+    kSegment,   // at the start of a straight segment of the world: phantom, world material, detector or escape
+    kFlight,    // inside the phantom, about to start a free flight (energy and direction fixed until its end)
+    kWalk,      // walking the majorant blocks of the flight to the next tentative collision
+    kTest,      // at a tentative collision in voxel `voxel`: real or null
+    kInteract,  // at a real interaction in voxel `voxel`
+    kDone       // absorbed, detected or escaped: the energy bookkeeping is left
+};
+
+struct History {
+    Photon ph;
+    Philox rng;
+    uint64_t photon;
+    int64_t incident, reached_plane, escaped;
+    bool may_enter;  // false after leaving the (convex) box, until the direction changes again
+    int phase;
+    // The flight inside the phantom, in float on the index coordinates q and their rate dq per mm (the ray
+    // parameter t stays in mm: the world direction is a unit vector): the block blk, the flight distance to its
+    // next face along each axis, the distance between faces, the distance to the grid's exit, the block's
+    // majorant and the optical depth tau left.
+    float q[3], dq[3], t_next[3], t_delta[3];
+    int blk[3], step[3];
+    float t_exit, majorant, inv_majorant, tau, t;
+    EnergyIndex e;
+    const float* majorants;  // the majorants of the flight's energy bin, per block
+    // the voxel of the tentative collision, and its material, density and mu once read
+    int voxel, m;
+    float rho, mu;
+};
+
+// Source sampling: energy, focal spot position and direction of photon `photon`.
+__device__ void start_history(const McTransportParams& p, uint64_t photon, History& h) {
+    h.photon = photon;
+    h.rng = Philox(p.seed, photon);
+    Photon& ph = h.ph;
+    const int line = p.n_spectrum > 1 ? sample_alias(p.alias_prob, p.alias_index, p.n_spectrum, h.rng) : 0;
+    ph.energy = p.alias_energy_keV[line];
+    sample_focal_spot(p.source, h.rng, ph.pos);
+    sample_field_direction(p.field, ph.pos, h.rng, ph.dir);
+    ph.n_compton = ph.n_rayleigh = 0;
+    ph.deposited = ph.deposited_world = 0;
+    h.incident = xsim::to_fixed(ph.energy, p.fixed_scale);
+    h.reached_plane = h.escaped = 0;
+    h.may_enter = true;
+    h.phase = kSegment;
+}
+
+// The photon enters the voxel box at distance t_in along its ray (from grid_clip).
+__device__ void enter_phantom(const McTransportParams& p, History& h, double t_in) {
     const double* W = p.grid.world_to_index;
-    // Inside, the flight runs in float on the index coordinates q and their rate dq per mm (the ray parameter
-    // stays in mm: the world direction is a unit vector).
-    float q[3], dq[3];
+    float* pos = h.ph.pos;
+    const float* dir = h.ph.dir;
     for (int c = 0; c < 3; ++c) {
-        ph.pos[c] += (float)t_in * ph.dir[c];
-        q[c] = (float)(W[4 * c] * ph.pos[0] + W[4 * c + 1] * ph.pos[1] + W[4 * c + 2] * ph.pos[2] + W[4 * c + 3]);
-        dq[c] = (float)(W[4 * c] * ph.dir[0] + W[4 * c + 1] * ph.dir[1] + W[4 * c + 2] * ph.dir[2]);
+        pos[c] += (float)t_in * dir[c];
+        h.q[c] = (float)(W[4 * c] * pos[0] + W[4 * c + 1] * pos[1] + W[4 * c + 2] * pos[2] + W[4 * c + 3]);
+        h.dq[c] = (float)(W[4 * c] * dir[0] + W[4 * c + 1] * dir[1] + W[4 * c + 2] * dir[2]);
     }
+    h.phase = kFlight;
+}
+
+// Start a free flight from q: find the block, the face distances and the grid's exit, and draw the optical
+// depth tau = -ln u of the flight to its next tentative collision (unit exponential), spent across the blocks:
+// P(no collision before t) = exp(-integral of mu_max), the majorant piecewise constant along the flight.
+__device__ void start_flight(const McTransportParams& p, History& h) {
+    const float n_f[3] = {(float)p.grid.n[0], (float)p.grid.n[1], (float)p.grid.n[2]};
     const float block_f = (float)p.block, inv_block = 1.0f / (float)p.block;
-    for (;;) {  // one free flight per pass: energy and direction fixed
-        const EnergyIndex e = energy_index(ph.energy, p.e_min_keV, p.inv_de_keV, p.n_e);
-        const int bin = min(max((int)((logf(ph.energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
-        // Walk the blocks from q: the block now, the flight distance to its next face along each axis, the
-        // distance between faces, and the distance to the grid's exit (distances in mm along the flight).
-        int blk[3], step[3];
-        float t_next[3], t_delta[3];
-        float t_exit = 3.0e38f;
-        for (int c = 0; c < 3; ++c) {
-            blk[c] = min(max((int)((q[c] + 0.5f) * inv_block), 0), p.blocks[c] - 1);
-            if (dq[c] > 0.0f) {
-                step[c] = 1;
-                t_exit = fminf(t_exit, (n_f[c] - 0.5f - q[c]) / dq[c]);
-                t_next[c] = ((blk[c] + 1) * block_f - 0.5f - q[c]) / dq[c];
-                t_delta[c] = block_f / dq[c];
-            } else if (dq[c] < 0.0f) {
-                step[c] = -1;
-                t_exit = fminf(t_exit, (-0.5f - q[c]) / dq[c]);
-                t_next[c] = (blk[c] * block_f - 0.5f - q[c]) / dq[c];
-                t_delta[c] = -block_f / dq[c];
-            } else {
-                step[c] = 0;
-                t_next[c] = t_delta[c] = 3.0e38f;
-            }
+    const float energy = h.ph.energy;
+    h.e = energy_index(energy, p.e_min_keV, p.inv_de_keV, p.n_e);
+    const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
+    h.majorants = p.majorant_per_mm + (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
+    float t_exit = 3.0e38f;
+    for (int c = 0; c < 3; ++c) {
+        const float q = h.q[c], dq = h.dq[c];
+        const int blk = min(max((int)((q + 0.5f) * inv_block), 0), p.blocks[c] - 1);
+        h.blk[c] = blk;
+        if (dq > 0.0f) {
+            h.step[c] = 1;
+            t_exit = fminf(t_exit, (n_f[c] - 0.5f - q) / dq);
+            h.t_next[c] = ((blk + 1) * block_f - 0.5f - q) / dq;
+            h.t_delta[c] = block_f / dq;
+        } else if (dq < 0.0f) {
+            h.step[c] = -1;
+            t_exit = fminf(t_exit, (-0.5f - q) / dq);
+            h.t_next[c] = (blk * block_f - 0.5f - q) / dq;
+            h.t_delta[c] = -block_f / dq;
+        } else {
+            h.step[c] = 0;
+            h.t_next[c] = h.t_delta[c] = 3.0e38f;
         }
-        t_exit = fmaxf(t_exit, 0.0f);
-        float majorant = p.majorant_per_mm[block_index(p, blk) * p.n_bins + bin];
-        float inv_majorant = majorant > 0.0f ? 1.0f / majorant : 0.0f;
-        int m = 0, voxel = 0;
-        float mu = 0.0f, rho = 0.0f, t = 0.0f;
-        bool inside = true;
-        // The optical depth of the flight to the next tentative collision (unit exponential), spent across the
-        // blocks: P(no collision before t) = exp(-integral of mu_max), the majorant piecewise constant along
-        // the flight. An empty block (majorant 0) takes none of it.
-        float tau = -logf(rng.uniform_pos());
-        for (;;) {
-            const int a = t_next[0] < t_next[1] ? (t_next[0] < t_next[2] ? 0 : 2) : (t_next[1] < t_next[2] ? 1 : 2);
-            const float t_face = min_f(t_next[a], t_exit);
-            const float s = majorant > 0.0f ? tau * inv_majorant : 3.0e38f;
-            if (t + s >= t_face) {  // no collision in this block: continue from its face with the depth left
-                tau = max_f(tau - (t_face - t) * majorant, 0.0f);  // (>= 0 against rounding)
-                t = t_face;
-                blk[a] += step[a];
-                if (t_face >= t_exit || blk[a] < 0 || blk[a] >= p.blocks[a]) {
-                    inside = false;
-                    break;
-                }
-                t_next[a] += t_delta[a];
-                majorant = p.majorant_per_mm[block_index(p, blk) * p.n_bins + bin];
-                inv_majorant = majorant > 0.0f ? 1.0f / majorant : 0.0f;
-                continue;
-            }
-            t += s;
-            int idx[3];
-            for (int c = 0; c < 3; ++c)
-                idx[c] = min(max((int)(q[c] + t * dq[c] + 0.5f), 0), (int)n_f[c] - 1);  // rounding at a face
-            voxel = (idx[0] * ny + idx[1]) * nz + idx[2];
-            unpack_voxel(p.voxels[voxel], &rho, &m);
-            mu = xs_lookup(p.xs, m, p.n_e, e, 0) * rho;
-            if (rng.uniform() * majorant < mu) break;  // real interaction, else a null collision
-            tau = -logf(rng.uniform_pos());
-        }
-        for (int c = 0; c < 3; ++c) {
-            ph.pos[c] += t * ph.dir[c];
-            q[c] += t * dq[c];
-        }
-        if (!inside) return false;
-        uint64_t* voxel_tally = p.deposit ? &p.deposit[voxel] : nullptr;
-        if (voxel_tally) XSIM_PREFETCH_WRITE(voxel_tally);  // the deposit comes after the angular sampling
-        if (interact(p, ph, m, rho, mu, e, rng, &ph.deposited, voxel_tally)) return true;
-        for (int c = 0; c < 3; ++c)
-            dq[c] = (float)(W[4 * c] * ph.dir[0] + W[4 * c + 1] * ph.dir[1] + W[4 * c + 2] * ph.dir[2]);
     }
+    h.t_exit = fmaxf(t_exit, 0.0f);
+    h.majorant = h.majorants[block_index(p, h.blk)];
+    h.inv_majorant = h.majorant > 0.0f ? 1.0f / h.majorant : 0.0f;
+    h.t = 0.0f;
+    h.tau = -logf(h.rng.uniform_pos());
+    h.phase = kWalk;
+}
+
+// Move the photon by the flight distance t (to a real interaction, or out of the grid).
+__device__ void end_flight(History& h) {
+    for (int c = 0; c < 3; ++c) {
+        h.ph.pos[c] += h.t * h.ph.dir[c];
+        h.q[c] += h.t * h.dq[c];
+    }
+}
+
+// Walk the blocks (like voxels, Amanatides & Woo 1987) until the optical depth left runs out inside one: the
+// tentative collision, whose voxel is then h.voxel (phase kTest). A block the flight crosses without a
+// collision takes (face - t) mu_max of the depth; an empty block (majorant 0) takes none. Leaving the grid
+// ends the flight with the photon on the box's face (phase kSegment).
+__device__ void walk_blocks(const McTransportParams& p, History& h) {
+    float t = h.t, tau = h.tau, majorant = h.majorant, inv_majorant = h.inv_majorant;
+    for (;;) {
+        const int a = h.t_next[0] < h.t_next[1] ? (h.t_next[0] < h.t_next[2] ? 0 : 2)
+                                                : (h.t_next[1] < h.t_next[2] ? 1 : 2);
+        const float t_face = min_f(h.t_next[a], h.t_exit);
+        const float s = majorant > 0.0f ? tau * inv_majorant : 3.0e38f;
+        if (t + s < t_face) {
+            t += s;
+            break;
+        }
+        // no collision in this block: continue from its face with the depth left (>= 0 against rounding)
+        tau = max_f(tau - (t_face - t) * majorant, 0.0f);
+        t = t_face;
+        h.blk[a] += h.step[a];
+        if (t_face >= h.t_exit || h.blk[a] < 0 || h.blk[a] >= p.blocks[a]) {
+            h.t = t;
+            end_flight(h);
+            h.may_enter = false;
+            h.phase = kSegment;
+            return;
+        }
+        h.t_next[a] += h.t_delta[a];
+        majorant = h.majorants[block_index(p, h.blk)];
+        inv_majorant = majorant > 0.0f ? 1.0f / majorant : 0.0f;
+    }
+    h.t = t;
+    h.tau = tau;
+    h.majorant = majorant;
+    h.inv_majorant = inv_majorant;
+    const int n[3] = {p.grid.n[0], p.grid.n[1], p.grid.n[2]};
+    int idx[3];
+    for (int c = 0; c < 3; ++c)
+        idx[c] = min(max((int)(h.q[c] + t * h.dq[c] + 0.5f), 0), n[c] - 1);  // rounding at a face
+    h.voxel = (idx[0] * n[1] + idx[1]) * n[2] + idx[2];
+    h.phase = kTest;
+}
+
+// The tentative collision: real with probability mu(E, voxel) / mu_max (phase kInteract, the photon moved
+// there), otherwise a null collision and the flight goes on with a new optical depth (phase kWalk).
+__device__ void test_collision(const McTransportParams& p, History& h) {
+    unpack_voxel(p.voxels[h.voxel], &h.rho, &h.m);
+    h.mu = xs_lookup(p.xs, h.m, p.n_e, h.e, 0) * h.rho;
+    if (h.rng.uniform() * h.majorant < h.mu) {
+        end_flight(h);
+        h.phase = kInteract;
+    } else {
+        h.tau = -logf(h.rng.uniform_pos());
+        h.phase = kWalk;
+    }
+}
+
+// The real interaction in the phantom (energy kept in the voxel's tally); a new flight follows unless absorbed.
+__device__ void interact_in_phantom(const McTransportParams& p, History& h) {
+    uint64_t* voxel_tally = p.deposit ? &p.deposit[h.voxel] : nullptr;
+    if (interact(p, h.ph, h.m, h.rho, h.mu, h.e, h.rng, &h.ph.deposited, voxel_tally)) {
+        h.phase = kDone;
+        return;
+    }
+    const double* W = p.grid.world_to_index;
+    const float* dir = h.ph.dir;
+    for (int c = 0; c < 3; ++c)
+        h.dq[c] = (float)(W[4 * c] * dir[0] + W[4 * c + 1] * dir[1] + W[4 * c + 2] * dir[2]);
+    h.phase = kFlight;
 }
 
 // The photon reaches the detector plane at distance t along its ray (cos_incidence > 0): tally its signal in
@@ -281,81 +361,152 @@ __device__ void score_detector(const McTransportParams& p, const Photon& ph, flo
 }  // namespace mc
 }  // namespace xsim
 
+namespace xsim {
+namespace mc {
+
+// One straight segment of the world from the photon's position: it enters the phantom (phase kFlight),
+// interacts in the world material (kSegment again, or kDone when absorbed), or reaches the detector plane or
+// leaves the world (kDone).
+__device__ void world_segment(const McTransportParams& p, History& h) {
+    Photon& ph = h.ph;
+    const double scale = p.fixed_scale;
+    double t_in = 0.0, t_out = 1e30;
+    bool enters = false;
+    if (h.may_enter) {
+        const xsim::Vec3 q0 = xsim::world_to_index(p.grid, xsim::vec3(ph.pos[0], ph.pos[1], ph.pos[2]));
+        const xsim::Vec3 dq0 =
+            xsim::affine_direction(p.grid.world_to_index, xsim::vec3(ph.dir[0], ph.dir[1], ph.dir[2]));
+        enters = xsim::grid_clip(p.grid, q0, dq0, t_in, t_out);
+    }
+    const float* n = p.field.normal;
+    const float cos_incidence = ph.dir[0] * n[0] + ph.dir[1] * n[1] + ph.dir[2] * n[2];
+    float t_plane = 3.0e38f, t_world = 3.0e38f;
+    if (cos_incidence > 0.0f) {
+        float dist = 0.0f;
+        for (int c = 0; c < 3; ++c) dist += (p.det_origin_mm[c] - ph.pos[c]) * n[c];
+        t_plane = fmaxf(dist, 0.0f) / cos_incidence;
+    }
+    const float t_box = enters ? (float)t_in : 3.0e38f;
+    if (p.world_material >= 0) {
+        // distance to the world sphere from inside: t = -b + sqrt(b^2 - c), b = d.(x - x0), c = |x - x0|^2 - R^2
+        float b = 0.0f, c2 = 0.0f;
+        for (int c = 0; c < 3; ++c) {
+            const float rel = ph.pos[c] - p.world_centre_mm[c];
+            b += ph.dir[c] * rel;
+            c2 += rel * rel;
+        }
+        t_world = fmaxf(-b + sqrtf(fmaxf(b * b - (c2 - p.world_radius_mm * p.world_radius_mm), 0.0f)), 0.0f);
+        const EnergyIndex e = energy_index(ph.energy, p.e_min_keV, p.inv_de_keV, p.n_e);
+        const float mu = xs_lookup(p.xs, p.world_material, p.n_e, e, 0) * p.world_density_g_cm3;
+        const float s = -logf(h.rng.uniform_pos()) / mu;
+        if (s < fminf(fminf(t_box, t_plane), t_world)) {  // an interaction in the world material
+            for (int c = 0; c < 3; ++c) ph.pos[c] += s * ph.dir[c];
+            if (interact(p, ph, p.world_material, p.world_density_g_cm3, mu, e, h.rng, &ph.deposited_world, nullptr))
+                h.phase = kDone;
+            h.may_enter = true;
+            return;
+        }
+    }
+    if (enters && t_box <= t_plane && t_box <= t_world) {
+        enter_phantom(p, h, t_in);
+        return;
+    }
+    if (cos_incidence > 0.0f && t_plane <= t_world) {
+        h.reached_plane = xsim::to_fixed(ph.energy, scale);
+        score_detector(p, ph, t_plane, cos_incidence, h.rng);
+    } else {
+        h.escaped = xsim::to_fixed(ph.energy, scale);
+    }
+    h.phase = kDone;
+}
+
+// The energy bookkeeping of a finished history.
+__device__ void finish_history(const McTransportParams& p, const History& h) {
+    uint64_t* row = p.energy + ((h.photon >> 6) % XSIM_MC_ENERGY_ROWS) * XSIM_MC_ENERGY_COLS;
+    xsim::atomic_add(&row[kIncident], (uint64_t)h.incident);
+    if (h.ph.deposited) xsim::atomic_add(&row[kDeposited], (uint64_t)h.ph.deposited);
+    if (h.reached_plane) xsim::atomic_add(&row[kReachedPlane], (uint64_t)h.reached_plane);
+    if (h.escaped) xsim::atomic_add(&row[kEscapedElsewhere], (uint64_t)h.escaped);
+    if (h.ph.deposited_world) xsim::atomic_add(&row[kDepositedWorld], (uint64_t)h.ph.deposited_world);
+}
+
+// Run history h up to its next read of phantom memory that is likely to miss the cache (the voxel word of a
+// tentative collision, or the voxel's deposit tally before a real interaction) and return that address; or
+// to its end (energy bookkeeping done) and return null. The next call continues from there.
+__device__ const void* advance(const McTransportParams& p, History& h) {
+    for (;;) {
+        switch (h.phase) {
+            case kSegment: world_segment(p, h); break;
+            case kFlight: start_flight(p, h); break;
+            case kWalk:
+                walk_blocks(p, h);
+                if (h.phase == kTest) return &p.voxels[h.voxel];
+                break;
+            case kTest:
+                test_collision(p, h);
+                if (h.phase == kInteract && p.deposit) return &p.deposit[h.voxel];
+                break;
+            case kInteract: interact_in_phantom(p, h); break;
+            default:
+                finish_history(p, h);
+                return nullptr;
+        }
+    }
+}
+
+}  // namespace mc
+}  // namespace xsim
+
+// Histories interleaved per host thread. A Woodcock step reads a voxel anywhere in the phantom (8 MB for
+// 128^3), and one history has nothing to do while that read misses the cache: the next step needs it. So the
+// host keeps MC_INTERLEAVE histories in flight: each runs to its next such read, prefetches it and hands over
+// to the next, which by its turn has its own data in the cache. Index i (a multiple of MC_GROUP) runs photons
+// i .. i + MC_GROUP - 1, a slot taking the next photon when its history ends. Each photon still draws from its
+// own stream and tallies are fixed point, so the results are those of one history at a time, bit for bit.
+#ifndef MC_INTERLEAVE
+#define MC_INTERLEAVE 8
+#endif
+#ifndef MC_GROUP
+#define MC_GROUP 64
+#endif
+
 __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
     using namespace xsim::mc;
-    const uint64_t photon = p.first_photon + i;
-    xsim::Philox rng(p.seed, photon);
-    const double scale = p.fixed_scale;
-
-    Photon ph;
-    const int line = p.n_spectrum > 1 ? sample_alias(p.alias_prob, p.alias_index, p.n_spectrum, rng) : 0;
-    ph.energy = p.alias_energy_keV[line];
-    sample_focal_spot(p.source, rng, ph.pos);
-    sample_field_direction(p.field, ph.pos, rng, ph.dir);
-    ph.n_compton = ph.n_rayleigh = 0;
-    ph.deposited = ph.deposited_world = 0;
-    const int64_t incident = xsim::to_fixed(ph.energy, scale);
-    int64_t reached_plane = 0, escaped = 0;
-    const float* n = p.field.normal;
-    bool may_enter = true;  // false after leaving the (convex) box, until the direction changes again
-
-    for (;;) {  // one straight segment of the world per pass
-        double t_in = 0.0, t_out = 1e30;
-        bool enters = false;
-        if (may_enter) {
-            const xsim::Vec3 q0 = xsim::world_to_index(p.grid, xsim::vec3(ph.pos[0], ph.pos[1], ph.pos[2]));
-            const xsim::Vec3 dq0 =
-                xsim::affine_direction(p.grid.world_to_index, xsim::vec3(ph.dir[0], ph.dir[1], ph.dir[2]));
-            enters = xsim::grid_clip(p.grid, q0, dq0, t_in, t_out);
+#if defined(XSIM_HOST) && MC_INTERLEAVE > 1
+    if (i % MC_GROUP != 0) return;
+    const uint64_t end = min(i + (uint64_t)MC_GROUP, p.n_photons);
+    History h[MC_INTERLEAVE];
+    bool live[MC_INTERLEAVE];
+    uint64_t next = i;
+    int n_live = 0;
+    for (int s = 0; s < MC_INTERLEAVE; ++s) {
+        live[s] = next < end;
+        if (live[s]) {
+            start_history(p, p.first_photon + next++, h[s]);
+            ++n_live;
         }
-        const float cos_incidence = ph.dir[0] * n[0] + ph.dir[1] * n[1] + ph.dir[2] * n[2];
-        float t_plane = 3.0e38f, t_world = 3.0e38f;
-        if (cos_incidence > 0.0f) {
-            float dist = 0.0f;
-            for (int c = 0; c < 3; ++c) dist += (p.det_origin_mm[c] - ph.pos[c]) * n[c];
-            t_plane = fmaxf(dist, 0.0f) / cos_incidence;
-        }
-        const float t_box = enters ? (float)t_in : 3.0e38f;
-        if (p.world_material >= 0) {
-            // distance to the world sphere from inside: t = -b + sqrt(b^2 - c), b = d.(x - x0), c = |x - x0|^2 - R^2
-            float b = 0.0f, c2 = 0.0f;
-            for (int c = 0; c < 3; ++c) {
-                const float rel = ph.pos[c] - p.world_centre_mm[c];
-                b += ph.dir[c] * rel;
-                c2 += rel * rel;
-            }
-            t_world = fmaxf(-b + sqrtf(fmaxf(b * b - (c2 - p.world_radius_mm * p.world_radius_mm), 0.0f)), 0.0f);
-            const EnergyIndex e = energy_index(ph.energy, p.e_min_keV, p.inv_de_keV, p.n_e);
-            const float mu = xs_lookup(p.xs, p.world_material, p.n_e, e, 0) * p.world_density_g_cm3;
-            const float s = -logf(rng.uniform_pos()) / mu;
-            if (s < fminf(fminf(t_box, t_plane), t_world)) {  // an interaction in the world material
-                for (int c = 0; c < 3; ++c) ph.pos[c] += s * ph.dir[c];
-                if (interact(p, ph, p.world_material, p.world_density_g_cm3, mu, e, rng, &ph.deposited_world,
-                             nullptr))
-                    break;
-                may_enter = true;
-                continue;
-            }
-        }
-        if (enters && t_box <= t_plane && t_box <= t_world) {
-            if (transport_in_phantom(p, ph, t_in, rng)) break;
-            may_enter = false;
-            continue;
-        }
-        if (cos_incidence > 0.0f && t_plane <= t_world) {
-            reached_plane = xsim::to_fixed(ph.energy, scale);
-            score_detector(p, ph, t_plane, cos_incidence, rng);
-        } else {
-            escaped = xsim::to_fixed(ph.energy, scale);
-        }
-        break;
     }
-    uint64_t* row = p.energy + ((photon >> 6) % XSIM_MC_ENERGY_ROWS) * XSIM_MC_ENERGY_COLS;
-    xsim::atomic_add(&row[kIncident], (uint64_t)incident);
-    if (ph.deposited) xsim::atomic_add(&row[kDeposited], (uint64_t)ph.deposited);
-    if (reached_plane) xsim::atomic_add(&row[kReachedPlane], (uint64_t)reached_plane);
-    if (escaped) xsim::atomic_add(&row[kEscapedElsewhere], (uint64_t)escaped);
-    if (ph.deposited_world) xsim::atomic_add(&row[kDepositedWorld], (uint64_t)ph.deposited_world);
+    while (n_live > 0) {
+        for (int s = 0; s < MC_INTERLEAVE; ++s) {
+            if (!live[s]) continue;
+            const void* address = advance(p, h[s]);
+            if (address) {
+                __builtin_prefetch(address, 1, 3);
+            } else if (next < end) {
+                start_history(p, p.first_photon + next++, h[s]);
+            } else {
+                live[s] = false;
+                --n_live;
+            }
+        }
+    }
+#else
+    if (i >= p.n_photons) return;
+    History h;
+    start_history(p, p.first_photon + i, h);
+    while (advance(p, h)) {
+    }
+#endif
 }
 
 XSIM_KERNEL(mc_transport, McTransportParams)

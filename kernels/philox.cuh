@@ -76,6 +76,7 @@ struct Philox {
     uint32_t buf[4];
     int used;  // words of buf already returned; 4 = empty
 
+    XSIM_FN Philox() {}  // unset, to be assigned (arrays of per-history states)
     // first_block > 0 starts the stream further on (skip-ahead costs nothing with a counter-based generator).
     XSIM_FN Philox(uint64_t seed, uint64_t stream, uint64_t first_block = 0) {
         key[0] = (uint32_t)seed;

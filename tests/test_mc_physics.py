@@ -42,7 +42,7 @@ def test_region_majorants_bound_every_voxel_at_every_energy():
     density = (np.array([0.0012, 1.0, 1.9, 1.2])[index] * rng.uniform(0.5, 1.0, index.shape)).astype(np.float32)
     tabs = PhysicsTables(mats)
     maj = RegionMajorants(index, density, tabs, block=4)
-    table = maj.majorant_per_mm.reshape(maj.blocks + (-1,))
+    table = np.moveaxis(maj.majorant_per_mm.reshape((-1,) + maj.blocks), 0, -1)  # [bin][block] -> [block][bin]
     e = np.geomspace(1.0, 150.0, 3000)
     bins = np.clip(((np.log(e) - maj.log_e_min) * maj.inv_log_width).astype(int), 0, table.shape[-1] - 1)
     mu_per_rho = np.stack([tabs.mu_over_rho(m, e) / 10.0 for m in range(4)])  # kernel interpolation, 1/mm

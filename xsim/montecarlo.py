@@ -102,6 +102,7 @@ class _TransportParams(runtime.Params):
     _fields_ = [
         ("seed", ctypes.c_uint64),
         ("first_photon", ctypes.c_uint64),
+        ("n_photons", ctypes.c_uint64),
         ("voxels", runtime.array(np.uint32, "in")),
         ("grid", VoxelGrid),
         ("source", _FocalSpot),
@@ -219,7 +220,8 @@ BLOCKS_PER_AXIS = 16  # region-majorant blocks: edge = ceil(largest phantom dime
 
 
 class RegionMajorants:
-    """Woodcock majorants per block of voxels and energy bin (the kernel's ``majorant_per_mm``).
+    """Woodcock majorants per block of voxels and energy bin (the kernel's ``majorant_per_mm``, stored bin by
+    bin: ``majorant_per_mm[bin * n_blocks + block]``, blocks in C order).
 
     For block b and bin k: max over the block's voxels of rho * (mu/rho)_m(E), E within the bin, in 1/mm,
     i.e. max over materials m of (largest density of m in b) x (largest node value of the kernel's
@@ -248,13 +250,22 @@ class RegionMajorants:
             lo, hi = self.bin_edges_keV[k], self.bin_edges_keV[k + 1]
             nodes = (tables.energies_keV >= lo - step) & (tables.energies_keV <= hi + step)
             per_unit_density[:, k] = tables.xs[:, nodes, 0].max(axis=1)
-        pad = [(0, b * self.block - n) for b, n in zip(self.blocks, shape)]
-        blocked_shape = (self.blocks[0], self.block, self.blocks[1], self.block, self.blocks[2], self.block)
-        majorant = np.zeros(self.blocks + (MAJORANT_BINS,), np.float32)
+        # The largest density of each material in each block: the voxels regrouped block by block (one copy),
+        # then one masked maximum per material over each block's row.
+        b = self.block
+        pad = [(0, nb * b - n) for nb, n in zip(self.blocks, shape)]
+        blocked_shape = (self.blocks[0], b, self.blocks[1], b, self.blocks[2], b)
+
+        def by_block(a: np.ndarray) -> np.ndarray:
+            return np.pad(a, pad).reshape(blocked_shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, b ** 3)
+
+        rho_blocks = by_block(np.asarray(density_g_cm3, np.float32))
+        index_blocks = by_block(material_index)
+        # [bin][block]: a flight reads one bin's row, where neighbouring blocks are neighbours in memory
+        majorant = np.zeros((MAJORANT_BINS, rho_blocks.shape[0]), np.float32)
         for m in np.unique(material_index):
-            rho = np.pad(np.where(material_index == m, density_g_cm3, 0.0), pad)
-            rho_max = rho.reshape(blocked_shape).max(axis=(1, 3, 5))
-            np.maximum(majorant, rho_max[..., None] * per_unit_density[m], out=majorant)
+            rho_max = np.where(index_blocks == m, rho_blocks, np.float32(0.0)).max(axis=1)
+            np.maximum(majorant, per_unit_density[m][:, None] * rho_max[None, :], out=majorant)
         self.majorant_per_mm = np.ascontiguousarray(majorant.reshape(-1), np.float32)
         self.log_e_min = math.log(e_lo)
         self.inv_log_width = MAJORANT_BINS / math.log(e_hi / e_lo)
@@ -829,6 +840,7 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
                 if arr is not None:
                     arr.fill(0)
             params.first_photon = int(edges[b])
+            params.n_photons = n_b
             launched = time.perf_counter()
             kernel.launch(n_b, params, threads=threads)
             transport_s += time.perf_counter() - launched
