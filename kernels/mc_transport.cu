@@ -95,10 +95,6 @@ struct McTransportParams {
     double fixed_scale;
 };
 
-XSIM_FN int block_index(const McTransportParams& p, const int blk[3]) {
-    return (blk[0] * p.blocks[1] + blk[1]) * p.blocks[2] + blk[2];
-}
-
 namespace xsim {
 namespace mc {
 
@@ -175,8 +171,10 @@ struct History {
     // parameter t stays in mm: the world direction is a unit vector): the block blk, the flight distance to its
     // next face along each axis, the distance between faces, the distance to the grid's exit, the block's
     // majorant and the optical depth tau left.
+    // The block is kept as its index into the majorants (C order) with the index step of a crossing along each
+    // axis and the crossings left along it before the grid's edge.
     float q[3], dq[3], t_next[3], t_delta[3];
-    int blk[3], step[3];
+    int block, block_step[3], blocks_left[3];
     float t_exit, majorant, inv_majorant, tau, t;
     EnergyIndex e;
     const float* majorants;  // the majorants of the flight's energy bin, per block
@@ -226,27 +224,32 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
     const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
     h.majorants = p.majorant_per_mm + (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
     float t_exit = 3.0e38f;
+    const int stride[3] = {p.blocks[1] * p.blocks[2], p.blocks[2], 1};
+    h.block = 0;
     for (int c = 0; c < 3; ++c) {
         const float q = h.q[c], dq = h.dq[c];
         const int blk = min(max((int)((q + 0.5f) * inv_block), 0), p.blocks[c] - 1);
-        h.blk[c] = blk;
+        h.block += blk * stride[c];
         if (dq > 0.0f) {
-            h.step[c] = 1;
+            h.block_step[c] = stride[c];
+            h.blocks_left[c] = p.blocks[c] - 1 - blk;
             t_exit = fminf(t_exit, (n_f[c] - 0.5f - q) / dq);
             h.t_next[c] = ((blk + 1) * block_f - 0.5f - q) / dq;
             h.t_delta[c] = block_f / dq;
         } else if (dq < 0.0f) {
-            h.step[c] = -1;
+            h.block_step[c] = -stride[c];
+            h.blocks_left[c] = blk;
             t_exit = fminf(t_exit, (-0.5f - q) / dq);
             h.t_next[c] = (blk * block_f - 0.5f - q) / dq;
             h.t_delta[c] = -block_f / dq;
         } else {
-            h.step[c] = 0;
+            h.block_step[c] = 0;
+            h.blocks_left[c] = 0x7fffffff;
             h.t_next[c] = h.t_delta[c] = 3.0e38f;
         }
     }
     h.t_exit = fmaxf(t_exit, 0.0f);
-    h.majorant = h.majorants[block_index(p, h.blk)];
+    h.majorant = h.majorants[h.block];
     h.inv_majorant = h.majorant > 0.0f ? 1.0f / h.majorant : 0.0f;
     h.t = 0.0f;
     h.tau = -logf(h.rng.uniform_pos());
@@ -266,11 +269,14 @@ __device__ void end_flight(History& h) {
 // collision takes (face - t) mu_max of the depth; an empty block (majorant 0) takes none. Leaving the grid
 // ends the flight with the photon on the box's face (phase kSegment).
 __device__ void walk_blocks(const McTransportParams& p, History& h) {
+    // the walk in locals: h is reached through a reference, and its stores would otherwise be kept in memory
     float t = h.t, tau = h.tau, majorant = h.majorant, inv_majorant = h.inv_majorant;
+    float t_next[3] = {h.t_next[0], h.t_next[1], h.t_next[2]};
+    const float t_exit = h.t_exit;
+    int block = h.block;
     for (;;) {
-        const int a = h.t_next[0] < h.t_next[1] ? (h.t_next[0] < h.t_next[2] ? 0 : 2)
-                                                : (h.t_next[1] < h.t_next[2] ? 1 : 2);
-        const float t_face = min_f(h.t_next[a], h.t_exit);
+        const int a = t_next[0] < t_next[1] ? (t_next[0] < t_next[2] ? 0 : 2) : (t_next[1] < t_next[2] ? 1 : 2);
+        const float t_face = min_f(t_next[a], t_exit);
         const float s = majorant > 0.0f ? tau * inv_majorant : 3.0e38f;
         if (t + s < t_face) {
             t += s;
@@ -279,22 +285,25 @@ __device__ void walk_blocks(const McTransportParams& p, History& h) {
         // no collision in this block: continue from its face with the depth left (>= 0 against rounding)
         tau = max_f(tau - (t_face - t) * majorant, 0.0f);
         t = t_face;
-        h.blk[a] += h.step[a];
-        if (t_face >= h.t_exit || h.blk[a] < 0 || h.blk[a] >= p.blocks[a]) {
+        if (t_face >= t_exit || h.blocks_left[a] == 0) {
             h.t = t;
             end_flight(h);
             h.may_enter = false;
             h.phase = kSegment;
             return;
         }
-        h.t_next[a] += h.t_delta[a];
-        majorant = h.majorants[block_index(p, h.blk)];
+        --h.blocks_left[a];
+        block += h.block_step[a];
+        t_next[a] += h.t_delta[a];
+        majorant = h.majorants[block];
         inv_majorant = majorant > 0.0f ? 1.0f / majorant : 0.0f;
     }
     h.t = t;
     h.tau = tau;
     h.majorant = majorant;
     h.inv_majorant = inv_majorant;
+    h.block = block;
+    for (int c = 0; c < 3; ++c) h.t_next[c] = t_next[c];
     const int n[3] = {p.grid.n[0], p.grid.n[1], p.grid.n[2]};
     int idx[3];
     for (int c = 0; c < 3; ++c)
