@@ -298,19 +298,25 @@ struct EnergyTables {
     int n_e;  // signed: lets the compiler see mu_over_rho[m * n_e + e] as affine
 };
 
-// Energy bin e of one pixel. incident: N(E) (1 - exp(-mu_t / cos)), the photons that would interact in the
-// detector without the object (inv_cos = 1 / cos); absorbed: incident exp(-mu_l), after the object
-// (Beer-Lambert), mu_l = sum_m (mu/rho)_m L_m summed in material order (L_m at L[m * L_stride]).
+// Energy bin e of one pixel, given its attenuation mu_l = sum_m (mu/rho)_m L_m (dimensionless, summed in
+// material order). incident: N(E) (1 - exp(-mu_t / cos)), the photons that would interact in the detector
+// without the object (inv_cos = 1 / cos); absorbed: incident exp(-mu_l), after the object (Beer-Lambert).
 // kThick: the caller knows mu_t >= 0.05 (then mu_t / cos too, cos <= 1), where interaction_probability is
 // 1 - exp(-x): the same value without its series branch.
 template <bool kThick = false>
-__device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, int L_stride, float inv_cos,
-                                  float& incident, float& absorbed) {
-    float mu_l = 0.0f;  // dimensionless
-    for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m * L_stride];
+__device__ __forceinline__ void energy_terms(const EnergyTables& tab, int e, float mu_l, float inv_cos, float& incident,
+                                    float& absorbed) {
     const float x = tab.det_mu_t[e] * inv_cos;
     incident = tab.fluence[e] * (kThick ? 1.0f - exp_neg(x) : interaction_probability(x));
     absorbed = incident * exp_neg(mu_l);
+}
+
+// energy_terms with mu_l summed here from the line integrals L_m at L[m * L_stride].
+__device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, int L_stride, float inv_cos,
+                                  float& incident, float& absorbed) {
+    float mu_l = 0.0f;
+    for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m * L_stride];
+    energy_terms(tab, e, mu_l, inv_cos, incident, absorbed);
 }
 
 // Mirrored in Python by xsim.projector.ProjectParams.
@@ -438,12 +444,13 @@ __device__ void energy_sums(const EnergyTables& tab, const float* L, float inv_c
 
 #if defined(XSIM_HOST) && PROJECT_LANES > 1
 template <bool kThick>
-inline void add_energy_bin_lanes(const EnergyTables& tab, int e, const float (*Lt)[PROJECT_LANES],
-                                 const float* inv_cos, float* signal, float* counted, float* unattenuated) {
+inline void add_energy_bin_lanes(const EnergyTables& tab, int e, const float* __restrict__ mu_l,
+                                 const float* __restrict__ inv_cos, float* __restrict__ signal,
+                                 float* __restrict__ counted, float* __restrict__ unattenuated) {
     XSIM_PRAGMA(omp simd)
     for (int l = 0; l < PROJECT_LANES; ++l) {
         float incident, absorbed;
-        energy_bin<kThick>(tab, e, &Lt[0][l], PROJECT_LANES, inv_cos[l], incident, absorbed);
+        energy_terms<kThick>(tab, e, mu_l[l], inv_cos[l], incident, absorbed);
         signal[l] += absorbed * tab.det_signal[e];
         counted[l] += absorbed * tab.det_count[e];
         unattenuated[l] += incident * tab.det_signal[e];
@@ -452,15 +459,37 @@ inline void add_energy_bin_lanes(const EnergyTables& tab, int e, const float (*L
 
 // The energy sums of the PROJECT_LANES pixels of a packet, one pixel per SIMD lane: each lane adds its bins in
 // energy order, the same float sums as energy_sums (bit-identical), with no serial reduction across lanes.
-// Lt: the line integrals transposed, Lt[m][lane].
+// Lt: the line integrals transposed, Lt[m][lane]. The attenuations mu_l of PROJECT_ECHUNK bins are summed
+// first, material by material in material order, over the materials some lane crossed: the rest would add
+// (mu/rho) x 0 = +0, which leaves a sum of non-negative terms unchanged, so skipping them keeps the bits.
+// A packet rarely crosses all the materials (contrast agent and metal sit in small regions).
 inline void energy_sums_lanes(const EnergyTables& tab, const float (*Lt)[PROJECT_LANES], const float* inv_cos,
                               float* signal, float* counted, float* unattenuated) {
+    int crossed[PROJECT_NMAT], n_crossed = 0;
+    for (int m = 0; m < PROJECT_NMAT; ++m) {
+        bool any = false;
+        for (int l = 0; l < PROJECT_LANES; ++l) any |= Lt[m][l] != 0.0f;
+        if (any) crossed[n_crossed++] = m;
+    }
     for (int l = 0; l < PROJECT_LANES; ++l) signal[l] = counted[l] = unattenuated[l] = 0.0f;
-    for (int e = 0; e < tab.n_e; ++e) {
-        if (tab.det_mu_t[e] >= 0.05f)
-            add_energy_bin_lanes<true>(tab, e, Lt, inv_cos, signal, counted, unattenuated);
-        else
-            add_energy_bin_lanes<false>(tab, e, Lt, inv_cos, signal, counted, unattenuated);
+    for (int e0 = 0; e0 < tab.n_e; e0 += PROJECT_ECHUNK) {
+        const int n = tab.n_e - e0 < PROJECT_ECHUNK ? tab.n_e - e0 : PROJECT_ECHUNK;
+        lanes_f32 mu_l[PROJECT_ECHUNK];
+        for (int e = 0; e < n; ++e) mu_l[e] = lanes_f32{};
+        for (int j = 0; j < n_crossed; ++j) {
+            const float* mu = tab.mu_over_rho + crossed[j] * tab.n_e + e0;
+            lanes_f32 L;
+            memcpy(&L, Lt[crossed[j]], sizeof L);
+            for (int e = 0; e < n; ++e) mu_l[e] += mu[e] * L;
+        }
+        for (int e = 0; e < n; ++e) {
+            float mu_e[PROJECT_LANES];
+            memcpy(mu_e, &mu_l[e], sizeof mu_e);
+            if (tab.det_mu_t[e0 + e] >= 0.05f)
+                add_energy_bin_lanes<true>(tab, e0 + e, mu_e, inv_cos, signal, counted, unattenuated);
+            else
+                add_energy_bin_lanes<false>(tab, e0 + e, mu_e, inv_cos, signal, counted, unattenuated);
+        }
     }
 }
 #endif
