@@ -17,8 +17,9 @@
 // Speed (CPU, issue 7; benchmarks/bench_projector_speed.py). The host walks PROJECT_LANES neighbouring rays
 // at once, one per lane of a vector register (accumulate_line_integrals_lanes: the scalar walk's arithmetic
 // lane by lane, bit-identical line integrals; per image ~1.9x faster with 8 lanes (AVX-512) and 1.3-1.5x with
-// 4 (AVX2) than one ray at a time, whose walk waits on its compare -> select -> add chain), and sums the
-// energy bins of those pixels one pixel per SIMD lane (energy_sums_lanes). The scalar walk
+// 4 (AVX2) than one ray at a time, whose walk waits on its compare -> select -> add chain; with AVX-512 two
+// such packets of 8 rays step in turn, another ~10 %), and sums the energy bins of those pixels one pixel
+// per SIMD lane (energy_sums_lanes). The scalar walk
 // (accumulate_line_integrals, GPU threads and hosts without AVX2) is xsim::GridWalk's arithmetic unrolled
 // into scalars: the same crossings, the same dt, the same float sums in the same order as the GridWalk::next
 // loop; its energy sum runs over energies in SIMD lanes (one bin per lane) and adds them in energy order.
@@ -133,71 +134,118 @@ typedef double lanes_f64 __attribute__((vector_size(PROJECT_LANES * sizeof(doubl
 typedef int64_t lanes_i64 __attribute__((vector_size(PROJECT_LANES * sizeof(int64_t))));
 typedef float lanes_f32 __attribute__((vector_size(PROJECT_LANES * sizeof(float))));
 
-inline void accumulate_line_integrals_lanes(const xsim::GridWalk* walks, const bool* enters,
-                                            const uint8_t* __restrict__ material, const float* __restrict__ density,
-                                            float (*L)[PROJECT_NMAT]) {
+// The walk state of one packet of PROJECT_LANES rays, one ray per lane.
+struct LanesWalk {
     lanes_f64 tx, ty, tz, dx, dy, dz, t, t_exit;
     lanes_f64 rx, ry, rz;  // faces left per axis: small integers, held as doubles (a double compare is one
                            // instruction on every x86-64 vector unit, a 64-bit integer one is not)
     lanes_i64 sx, sy, sz, voxel;
+};
+
+inline void start_lanes(const xsim::GridWalk* walks, const bool* enters, LanesWalk& s) {
     for (int l = 0; l < PROJECT_LANES; ++l) {
         const xsim::GridWalk& w = walks[l];
         if (!enters[l]) {  // a lane with no walk: t = t_exit = 0, faces at infinity: dt = 0 in voxel 0
-            tx[l] = ty[l] = tz[l] = dx[l] = dy[l] = dz[l] = 1e300;
-            t[l] = t_exit[l] = 0.0;
-            rx[l] = ry[l] = rz[l] = 0x7fffffff;
-            sx[l] = sy[l] = sz[l] = voxel[l] = 0;
+            s.tx[l] = s.ty[l] = s.tz[l] = s.dx[l] = s.dy[l] = s.dz[l] = 1e300;
+            s.t[l] = s.t_exit[l] = 0.0;
+            s.rx[l] = s.ry[l] = s.rz[l] = 0x7fffffff;
+            s.sx[l] = s.sy[l] = s.sz[l] = s.voxel[l] = 0;
             continue;
         }
-        tx[l] = w.t_next[0], ty[l] = w.t_next[1], tz[l] = w.t_next[2];
-        dx[l] = w.t_delta[0], dy[l] = w.t_delta[1], dz[l] = w.t_delta[2];
-        sx[l] = w.stride[0], sy[l] = w.stride[1], sz[l] = w.stride[2];
-        rx[l] = w.step[0] > 0 ? w.n[0] - 1 - w.idx[0] : (w.step[0] < 0 ? w.idx[0] : 0x7fffffff);
-        ry[l] = w.step[1] > 0 ? w.n[1] - 1 - w.idx[1] : (w.step[1] < 0 ? w.idx[1] : 0x7fffffff);
-        rz[l] = w.step[2] > 0 ? w.n[2] - 1 - w.idx[2] : (w.step[2] < 0 ? w.idx[2] : 0x7fffffff);
-        voxel[l] = w.voxel;
-        t[l] = w.t;
-        t_exit[l] = w.t_exit;
+        s.tx[l] = w.t_next[0], s.ty[l] = w.t_next[1], s.tz[l] = w.t_next[2];
+        s.dx[l] = w.t_delta[0], s.dy[l] = w.t_delta[1], s.dz[l] = w.t_delta[2];
+        s.sx[l] = w.stride[0], s.sy[l] = w.stride[1], s.sz[l] = w.stride[2];
+        s.rx[l] = w.step[0] > 0 ? w.n[0] - 1 - w.idx[0] : (w.step[0] < 0 ? w.idx[0] : 0x7fffffff);
+        s.ry[l] = w.step[1] > 0 ? w.n[1] - 1 - w.idx[1] : (w.step[1] < 0 ? w.idx[1] : 0x7fffffff);
+        s.rz[l] = w.step[2] > 0 ? w.n[2] - 1 - w.idx[2] : (w.step[2] < 0 ? w.idx[2] : 0x7fffffff);
+        s.voxel[l] = w.voxel;
+        s.t[l] = w.t;
+        s.t_exit[l] = w.t_exit;
     }
+}
+
 #if XSIM_PROJECT_AVX512
-    // The generic loop's steps (#else below) with AVX-512 mask registers: a compare gives a mask, blends and
-    // masked adds take one; the same compares (ordered, as C's < and ==), selects and sums, so the same bits.
-    const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
-    const __m512d vdx = (__m512d)dx, vdy = (__m512d)dy, vdz = (__m512d)dz, vt_exit = (__m512d)t_exit;
-    const __m512i vsx = (__m512i)sx, vsy = (__m512i)sy, vsz = (__m512i)sz;
-    __m512d vtx = (__m512d)tx, vty = (__m512d)ty, vtz = (__m512d)tz, vt = (__m512d)t;
-    __m512d vrx = (__m512d)rx, vry = (__m512d)ry, vrz = (__m512d)rz;
-    __m512i vvoxel = (__m512i)voxel;
-    __mmask8 live = _mm512_cmp_pd_mask(vt, vt_exit, _CMP_LT_OQ);
-    while (live) {
-        const __mmask8 x_before_y = _mm512_cmp_pd_mask(vtx, vty, _CMP_LT_OQ);
-        const __m512d t_xy = _mm512_mask_blend_pd(x_before_y, vty, vtx);
-        const __mmask8 pick_z = (__mmask8)~_mm512_cmp_pd_mask(t_xy, vtz, _CMP_LT_OQ);
+// The generic loop's steps (accumulate_line_integrals_lanes below) with AVX-512 mask registers: a compare
+// gives a mask, blends and masked adds take one; the same compares (ordered, as C's < and ==), selects and
+// sums, so the same bits. PROJECT_PACKETS packets are walked in turn, step by step: one packet's step waits
+// on its chain of compare -> blend -> compare -> masked add, and the other packet's step fills that wait.
+struct Avx512Walk {
+    __m512d tx, ty, tz, dx, dy, dz, t, t_exit, rx, ry, rz;
+    __m512i sx, sy, sz, voxel;
+    __mmask8 live;
+    float (*L)[PROJECT_NMAT];
+
+    inline void start(const LanesWalk& s, float (*L_)[PROJECT_NMAT]) {
+        tx = (__m512d)s.tx, ty = (__m512d)s.ty, tz = (__m512d)s.tz, t = (__m512d)s.t;
+        dx = (__m512d)s.dx, dy = (__m512d)s.dy, dz = (__m512d)s.dz, t_exit = (__m512d)s.t_exit;
+        rx = (__m512d)s.rx, ry = (__m512d)s.ry, rz = (__m512d)s.rz;
+        sx = (__m512i)s.sx, sy = (__m512i)s.sy, sz = (__m512i)s.sz, voxel = (__m512i)s.voxel;
+        live = _mm512_cmp_pd_mask(t, t_exit, _CMP_LT_OQ);
+        L = L_;
+    }
+
+    inline void step(const uint8_t* __restrict__ material, const float* __restrict__ density) {
+        const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+        const __mmask8 x_before_y = _mm512_cmp_pd_mask(tx, ty, _CMP_LT_OQ);
+        const __m512d t_xy = _mm512_mask_blend_pd(x_before_y, ty, tx);
+        const __mmask8 pick_z = (__mmask8)~_mm512_cmp_pd_mask(t_xy, tz, _CMP_LT_OQ);
         const __mmask8 pick_x = (__mmask8)(~pick_z & x_before_y), pick_y = (__mmask8)(~pick_z & ~x_before_y);
-        const __m512d t_face = _mm512_mask_blend_pd(pick_z, t_xy, vtz);
-        __m512d t_out = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(t_face, vt_exit, _CMP_LT_OQ), vt_exit, t_face);
-        t_out = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(t_out, vt, _CMP_GT_OQ), vt, t_out);
+        const __m512d t_face = _mm512_mask_blend_pd(pick_z, t_xy, tz);
+        __m512d t_out = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(t_face, t_exit, _CMP_LT_OQ), t_exit, t_face);
+        t_out = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(t_out, t, _CMP_GT_OQ), t, t_out);
         alignas(64) int64_t v[PROJECT_LANES];
         alignas(32) float dt[PROJECT_LANES];
-        _mm512_store_si512((void*)v, vvoxel);
-        _mm256_store_ps(dt, _mm512_cvtpd_ps(_mm512_sub_pd(t_out, vt)));
+        _mm512_store_si512((void*)v, voxel);
+        _mm256_store_ps(dt, _mm512_cvtpd_ps(_mm512_sub_pd(t_out, t)));
         for (int l = 0; l < PROJECT_LANES; ++l) L[l][material[v[l]]] += density[v[l]] * dt[l];
-        vt = t_out;
-        const __m512d remaining = _mm512_mask_blend_pd(pick_x, _mm512_mask_blend_pd(pick_y, vrz, vry), vrx);
+        t = t_out;
+        const __m512d remaining = _mm512_mask_blend_pd(pick_x, _mm512_mask_blend_pd(pick_y, rz, ry), rx);
         live &= (__mmask8)~_mm512_cmp_pd_mask(remaining, zero, _CMP_EQ_OQ);  // left the grid through a face
         const __mmask8 go_x = pick_x & live, go_y = pick_y & live, go_z = pick_z & live;
-        vrx = _mm512_mask_sub_pd(vrx, go_x, vrx, one);
-        vry = _mm512_mask_sub_pd(vry, go_y, vry, one);
-        vrz = _mm512_mask_sub_pd(vrz, go_z, vrz, one);
-        vvoxel = _mm512_mask_add_epi64(vvoxel, go_x, vvoxel, vsx);
-        vvoxel = _mm512_mask_add_epi64(vvoxel, go_y, vvoxel, vsy);
-        vvoxel = _mm512_mask_add_epi64(vvoxel, go_z, vvoxel, vsz);
-        vtx = _mm512_mask_add_pd(vtx, go_x, vtx, vdx);
-        vty = _mm512_mask_add_pd(vty, go_y, vty, vdy);
-        vtz = _mm512_mask_add_pd(vtz, go_z, vtz, vdz);
-        live &= _mm512_cmp_pd_mask(vt, vt_exit, _CMP_LT_OQ);
+        rx = _mm512_mask_sub_pd(rx, go_x, rx, one);
+        ry = _mm512_mask_sub_pd(ry, go_y, ry, one);
+        rz = _mm512_mask_sub_pd(rz, go_z, rz, one);
+        voxel = _mm512_mask_add_epi64(voxel, go_x, voxel, sx);
+        voxel = _mm512_mask_add_epi64(voxel, go_y, voxel, sy);
+        voxel = _mm512_mask_add_epi64(voxel, go_z, voxel, sz);
+        tx = _mm512_mask_add_pd(tx, go_x, tx, dx);
+        ty = _mm512_mask_add_pd(ty, go_y, ty, dy);
+        tz = _mm512_mask_add_pd(tz, go_z, tz, dz);
+        live &= _mm512_cmp_pd_mask(t, t_exit, _CMP_LT_OQ);
+    }
+};
+#define PROJECT_PACKETS 2
+#else
+#define PROJECT_PACKETS 1
+#endif
+
+// Per-material line integrals of the PROJECT_PACKETS x PROJECT_LANES rays of walks (packet k: lanes
+// k * PROJECT_LANES ...); L[ray][m] starts at 0.
+inline void accumulate_line_integrals_lanes(const xsim::GridWalk* walks, const bool* enters,
+                                            const uint8_t* __restrict__ material, const float* __restrict__ density,
+                                            float (*L)[PROJECT_NMAT]) {
+#if XSIM_PROJECT_AVX512
+    Avx512Walk packet[PROJECT_PACKETS];
+    for (int k = 0; k < PROJECT_PACKETS; ++k) {
+        LanesWalk s;
+        start_lanes(walks + k * PROJECT_LANES, enters + k * PROJECT_LANES, s);
+        packet[k].start(s, L + k * PROJECT_LANES);
+    }
+    for (;;) {
+        bool any = false;
+        for (int k = 0; k < PROJECT_PACKETS; ++k) {
+            if (!packet[k].live) continue;
+            packet[k].step(material, density);
+            any = true;
+        }
+        if (!any) break;
     }
 #else
+    LanesWalk s;
+    start_lanes(walks, enters, s);
+    lanes_f64 tx = s.tx, ty = s.ty, tz = s.tz, dx = s.dx, dy = s.dy, dz = s.dz, t = s.t, t_exit = s.t_exit;
+    lanes_f64 rx = s.rx, ry = s.ry, rz = s.rz;
+    lanes_i64 sx = s.sx, sy = s.sy, sz = s.sz, voxel = s.voxel;
     const lanes_f64 zero = t - t, one = zero + 1.0;
     lanes_i64 live = t < t_exit;  // all ones: the lane's walk goes on
     for (;;) {
@@ -498,31 +546,35 @@ __device__ void project_body(const ProjectParams& p, uint64_t i) {
     using namespace xsim;
     const EnergyTables tab = energy_tables(p);
 #if defined(XSIM_HOST) && PROJECT_LANES > 1
-    static_assert(PROJECT_TILE % PROJECT_LANES == 0, "lanes must be neighbours in one tile row");
-    if (i % PROJECT_LANES != 0) return;  // index i runs the lanes i .. i + PROJECT_LANES - 1
-    GridWalk walks[PROJECT_LANES];
-    bool valid[PROJECT_LANES], enters[PROJECT_LANES];
-    uint64_t pixel[PROJECT_LANES];
-    Vec3 pix[PROJECT_LANES];
-    float L[PROJECT_LANES][PROJECT_NMAT] = {};
+    constexpr int kRays = PROJECT_PACKETS * PROJECT_LANES;
+    static_assert(PROJECT_TILE % kRays == 0, "a body's rays must be neighbours in one tile row");
+    if (i % kRays != 0) return;  // index i runs the rays i .. i + kRays - 1
+    GridWalk walks[kRays];
+    bool valid[kRays], enters[kRays];
+    uint64_t pixel[kRays];
+    Vec3 pix[kRays];
+    float L[kRays][PROJECT_NMAT] = {};
     bool any_valid = false;
-    for (int l = 0; l < PROJECT_LANES; ++l) {
+    for (int l = 0; l < kRays; ++l) {
         valid[l] = tile_pixel(p, i + l, pixel[l], pix[l]);
         enters[l] = valid[l] && pixel_walk(p, pix[l], walks[l]);
         any_valid |= valid[l];
     }
     if (!any_valid) return;  // the padding of the last tiles
     accumulate_line_integrals_lanes(walks, enters, p.material_index, p.density, L);
-    float inv_cos[PROJECT_LANES] = {}, g[PROJECT_LANES] = {}, Lt[PROJECT_NMAT][PROJECT_LANES];
-    for (int l = 0; l < PROJECT_LANES; ++l) {
-        if (valid[l]) store_line_integrals(p, pixel[l], pix[l], L[l], inv_cos[l], g[l]);
-        for (int m = 0; m < PROJECT_NMAT; ++m) Lt[m][l] = L[l][m];
+    for (int k = 0; k < PROJECT_PACKETS; ++k) {
+        const int r0 = k * PROJECT_LANES;
+        float inv_cos[PROJECT_LANES] = {}, g[PROJECT_LANES] = {}, Lt[PROJECT_NMAT][PROJECT_LANES];
+        for (int l = 0; l < PROJECT_LANES; ++l) {
+            if (valid[r0 + l]) store_line_integrals(p, pixel[r0 + l], pix[r0 + l], L[r0 + l], inv_cos[l], g[l]);
+            for (int m = 0; m < PROJECT_NMAT; ++m) Lt[m][l] = L[r0 + l][m];
+        }
+        if (!wants_signals(p)) continue;
+        float signal[PROJECT_LANES], counted[PROJECT_LANES], unattenuated[PROJECT_LANES];
+        energy_sums_lanes(tab, Lt, inv_cos, signal, counted, unattenuated);
+        for (int l = 0; l < PROJECT_LANES; ++l)
+            if (valid[r0 + l]) store_signals(p, pixel[r0 + l], g[l], signal[l], counted[l], unattenuated[l]);
     }
-    if (!wants_signals(p)) return;
-    float signal[PROJECT_LANES], counted[PROJECT_LANES], unattenuated[PROJECT_LANES];
-    energy_sums_lanes(tab, Lt, inv_cos, signal, counted, unattenuated);
-    for (int l = 0; l < PROJECT_LANES; ++l)
-        if (valid[l]) store_signals(p, pixel[l], g[l], signal[l], counted[l], unattenuated[l]);
 #else
     uint64_t pixel;
     Vec3 pix;
