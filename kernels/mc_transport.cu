@@ -20,6 +20,11 @@
 //   detector energy-integrating (or counting) panel: signal(E) x (1 - exp(-mu t(E) / cos incidence)),
 //           behind an optional linear anti-scatter grid (mc_detector.cuh).
 // Tallies are fixed point (xsim::atomic_add_fixed), so results do not depend on thread count or order.
+// A history draws ~45 numbers: on the host its stream computes 8 Philox blocks at a time, in SIMD lanes (same
+// numbers, see philox.cuh).
+#ifndef XSIM_PHILOX_BLOCKS
+#define XSIM_PHILOX_BLOCKS 8
+#endif
 #include "mc_detector.cuh"
 #include "mc_physics.cuh"
 #include "mc_source.cuh"

@@ -69,12 +69,60 @@ XSIM_FN float u32_to_uniform_pos(uint32_t w) { return (float)((w >> 8) + 1u) * (
 XSIM_FN double u64_to_uniform(uint64_t w) { return (double)(w >> 11) * (1.0 / 9007199254740992.0); }
 XSIM_FN double u64_to_uniform_pos(uint64_t w) { return (double)((w >> 11) + 1u) * (1.0 / 9007199254740992.0); }
 
+// XSIM_PHILOX_BLOCKS: blocks a stream computes at once on the host (1 on the GPU), consecutive counters in
+// SIMD lanes (philox4x32_10_blocks): the 32-bit multiplies of several blocks share one vector instruction, so
+// a kernel that draws many numbers per stream (the Monte Carlo: ~45 per history) pays less per word. The words
+// come out in the same order, so the stream is the same whatever this is; define it (a power of two) before
+// the include.
+#if !defined(XSIM_PHILOX_BLOCKS) || defined(XSIM_CUDA)
+#undef XSIM_PHILOX_BLOCKS
+#define XSIM_PHILOX_BLOCKS 1
+#endif
+
+// Blocks (block + b) of one stream, b < XSIM_PHILOX_BLOCKS, (block_lo, block_hi) = (ctr[2], ctr[3]): the rounds
+// of philox4x32_10 with a lane per block, words out[4 b + j].
+XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], uint32_t* out) {
+#if XSIM_PHILOX_BLOCKS == 1
+    philox4x32_10(ctr, key, out);
+#else
+    // 32-bit words in 64-bit lanes: the product of two lanes below 2^32 is the exact 64-bit product (one vector
+    // multiply).
+    static_assert((XSIM_PHILOX_BLOCKS & (XSIM_PHILOX_BLOCKS - 1)) == 0, "XSIM_PHILOX_BLOCKS: a power of two");
+    typedef uint64_t lanes_u64 __attribute__((vector_size(XSIM_PHILOX_BLOCKS * sizeof(uint64_t))));
+    lanes_u64 x0, x1, x2, x3;
+    const uint64_t block = ((uint64_t)ctr[3] << 32) | ctr[2];
+    for (int b = 0; b < XSIM_PHILOX_BLOCKS; ++b) {
+        x0[b] = ctr[0];
+        x1[b] = ctr[1];
+        x2[b] = (uint32_t)(block + b);
+        x3[b] = (uint32_t)((block + b) >> 32);
+    }
+    const lanes_u64 low = x0 - x0 + 0xFFFFFFFFu;
+    uint64_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; ++round) {
+        const lanes_u64 p0 = x0 * (uint64_t)XSIM_PHILOX_M0, p1 = x2 * (uint64_t)XSIM_PHILOX_M1;
+        x0 = (p1 >> 32) ^ x1 ^ k0;
+        x1 = p1 & low;
+        x2 = (p0 >> 32) ^ x3 ^ k1;
+        x3 = p0 & low;
+        k0 = (uint32_t)(k0 + XSIM_PHILOX_W0);
+        k1 = (uint32_t)(k1 + XSIM_PHILOX_W1);
+    }
+    for (int b = 0; b < XSIM_PHILOX_BLOCKS; ++b) {
+        out[4 * b] = (uint32_t)x0[b];
+        out[4 * b + 1] = (uint32_t)x1[b];
+        out[4 * b + 2] = (uint32_t)x2[b];
+        out[4 * b + 3] = (uint32_t)x3[b];
+    }
+#endif
+}
+
 // The stream of one photon/pixel: construct it in the body from (seed, i) and draw from it.
 struct Philox {
     uint32_t key[2];
-    uint32_t ctr[4];  // (stream lo, stream hi, block lo, block hi) of the *next* block
-    uint32_t buf[4];
-    int used;  // words of buf already returned; 4 = empty
+    uint32_t ctr[4];  // (stream lo, stream hi, block lo, block hi) of the *next* block to compute
+    uint32_t buf[4 * XSIM_PHILOX_BLOCKS];
+    int used;  // words of buf already returned; 4 * XSIM_PHILOX_BLOCKS = empty
 
     XSIM_FN Philox() {}  // unset, to be assigned (arrays of per-history states)
     // first_block > 0 starts the stream further on (skip-ahead costs nothing with a counter-based generator).
@@ -85,13 +133,15 @@ struct Philox {
         ctr[1] = (uint32_t)(stream >> 32);
         ctr[2] = (uint32_t)first_block;
         ctr[3] = (uint32_t)(first_block >> 32);
-        used = 4;
+        used = 4 * XSIM_PHILOX_BLOCKS;
     }
 
     XSIM_FN uint32_t next_u32() {
-        if (used == 4) {
-            philox4x32_10(ctr, key, buf);
-            if (++ctr[2] == 0u) ++ctr[3];
+        if (used == 4 * XSIM_PHILOX_BLOCKS) {
+            philox4x32_10_blocks(ctr, key, buf);
+            const uint64_t next = (((uint64_t)ctr[3] << 32) | ctr[2]) + XSIM_PHILOX_BLOCKS;
+            ctr[2] = (uint32_t)next;
+            ctr[3] = (uint32_t)(next >> 32);
             used = 0;
         }
         return buf[used++];
