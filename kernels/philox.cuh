@@ -80,7 +80,8 @@ XSIM_FN double u64_to_uniform_pos(uint64_t w) { return (double)((w >> 11) + 1u) 
 #endif
 
 // Blocks (block + b) of one stream, b < XSIM_PHILOX_BLOCKS, (block_lo, block_hi) = (ctr[2], ctr[3]): the rounds
-// of philox4x32_10 with a lane per block, words out[4 b + j].
+// of philox4x32_10 with a lane per block; word j of block b in out[j * XSIM_PHILOX_BLOCKS + b] (a vector store
+// per word; for one block, the usual order).
 XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], uint32_t* out) {
 #if XSIM_PHILOX_BLOCKS == 1
     philox4x32_10(ctr, key, out);
@@ -108,12 +109,13 @@ XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], 
         k0 = (uint32_t)(k0 + XSIM_PHILOX_W0);
         k1 = (uint32_t)(k1 + XSIM_PHILOX_W1);
     }
-    for (int b = 0; b < XSIM_PHILOX_BLOCKS; ++b) {
-        out[4 * b] = (uint32_t)x0[b];
-        out[4 * b + 1] = (uint32_t)x1[b];
-        out[4 * b + 2] = (uint32_t)x2[b];
-        out[4 * b + 3] = (uint32_t)x3[b];
-    }
+    typedef uint32_t lanes_u32 __attribute__((vector_size(XSIM_PHILOX_BLOCKS * sizeof(uint32_t))));
+    const lanes_u32 w0 = __builtin_convertvector(x0, lanes_u32), w1 = __builtin_convertvector(x1, lanes_u32),
+                    w2 = __builtin_convertvector(x2, lanes_u32), w3 = __builtin_convertvector(x3, lanes_u32);
+    __builtin_memcpy(out, &w0, sizeof w0);
+    __builtin_memcpy(out + XSIM_PHILOX_BLOCKS, &w1, sizeof w1);
+    __builtin_memcpy(out + 2 * XSIM_PHILOX_BLOCKS, &w2, sizeof w2);
+    __builtin_memcpy(out + 3 * XSIM_PHILOX_BLOCKS, &w3, sizeof w3);
 #endif
 }
 
@@ -144,7 +146,8 @@ struct Philox {
             ctr[3] = (uint32_t)(next >> 32);
             used = 0;
         }
-        return buf[used++];
+        const int k = used++;
+        return buf[(k & 3) * XSIM_PHILOX_BLOCKS + (k >> 2)];  // word k & 3 of block k >> 2
     }
     XSIM_FN uint64_t next_u64() {
         const uint64_t hi = next_u32();
