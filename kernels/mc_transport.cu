@@ -76,6 +76,7 @@ struct McTransportParams {
     int32_t n_x;
     const float* xs;
     const float* majorant_per_mm;  // [n_bins][blocks], 1/mm (region majorants, see the header comment)
+    const float* inv_majorant_mm;  // [n_bins][blocks], mm: 1 / majorant_per_mm (0 where that is 0)
     int32_t block;                 // block edge B, voxels
     int32_t blocks[3];             // ceil(n / B) per axis
     float bin_log_e_min;           // majorant energy bins: bin = floor((ln E - bin_log_e_min) * bin_inv_log_width)
@@ -182,7 +183,8 @@ struct History {
     int block, block_step[3], blocks_left[3];
     float t_exit, majorant, inv_majorant, tau, t;
     EnergyIndex e;
-    const float* majorants;  // the majorants of the flight's energy bin, per block
+    const float* majorants;      // the majorants of the flight's energy bin, per block
+    const float* inv_majorants;  // and their inverses
     // the voxel of the tentative collision, and its material, density and mu once read
     int voxel, m;
     float rho, mu;
@@ -227,7 +229,9 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
     const float energy = h.ph.energy;
     h.e = energy_index(energy, p.e_min_keV, p.inv_de_keV, p.n_e);
     const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
-    h.majorants = p.majorant_per_mm + (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
+    const size_t row = (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
+    h.majorants = p.majorant_per_mm + row;
+    h.inv_majorants = p.inv_majorant_mm + row;
     float t_exit = 3.0e38f;
     const int stride[3] = {p.blocks[1] * p.blocks[2], p.blocks[2], 1};
     h.block = 0;
@@ -255,7 +259,7 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
     }
     h.t_exit = fmaxf(t_exit, 0.0f);
     h.majorant = h.majorants[h.block];
-    h.inv_majorant = h.majorant > 0.0f ? 1.0f / h.majorant : 0.0f;
+    h.inv_majorant = h.inv_majorants[h.block];
     h.t = 0.0f;
     h.tau = -logf(h.rng.uniform_pos());
     h.phase = kWalk;
@@ -301,7 +305,7 @@ __device__ void walk_blocks(const McTransportParams& p, History& h) {
         block += h.block_step[a];
         t_next[a] += h.t_delta[a];
         majorant = h.majorants[block];
-        inv_majorant = majorant > 0.0f ? 1.0f / majorant : 0.0f;
+        inv_majorant = h.inv_majorants[block];
     }
     h.t = t;
     h.tau = tau;

@@ -123,6 +123,7 @@ class _TransportParams(runtime.Params):
         ("n_x", ctypes.c_int32),
         ("xs", runtime.array(np.float32, "in")),
         ("majorant_per_mm", runtime.array(np.float32, "in")),
+        ("inv_majorant_mm", runtime.array(np.float32, "in")),
         ("block", ctypes.c_int32),
         ("blocks", ctypes.c_int32 * 3),
         ("bin_log_e_min", ctypes.c_float),
@@ -267,6 +268,11 @@ class RegionMajorants:
             rho_max = np.where(index_blocks == m, rho_blocks, np.float32(0.0)).max(axis=1)
             np.maximum(majorant, per_unit_density[m][:, None] * rho_max[None, :], out=majorant)
         self.majorant_per_mm = np.ascontiguousarray(majorant.reshape(-1), np.float32)
+        # 1 / majorant (0 where the majorant is 0), the mean free path of the flights: the IEEE float32
+        # division the kernel would do, done once here instead of at every block a flight enters
+        inverse = np.zeros_like(self.majorant_per_mm)
+        np.divide(np.float32(1.0), self.majorant_per_mm, out=inverse, where=self.majorant_per_mm > 0)
+        self.inv_majorant_mm = inverse
         self.log_e_min = math.log(e_lo)
         self.inv_log_width = MAJORANT_BINS / math.log(e_hi / e_lo)
 
@@ -813,7 +819,7 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
         alias_prob=prob, alias_index=alias, alias_energy_keV=energies.astype(np.float32), n_spectrum=len(energies),
         e_min_keV=ENERGY_RANGE_KEV[0], inv_de_keV=1.0 / ENERGY_STEP_KEV, n_e=tabs.n_e, dx=X_STEP_PER_A,
         inv_dx=1.0 / X_STEP_PER_A, n_x=tabs.n_x, xs=tabs.xs.reshape(-1),
-        majorant_per_mm=majorants.majorant_per_mm, block=majorants.block, blocks=majorants.blocks,
+        majorant_per_mm=majorants.majorant_per_mm, inv_majorant_mm=majorants.inv_majorant_mm, block=majorants.block, blocks=majorants.blocks,
         bin_log_e_min=majorants.log_e_min, bin_inv_log_width=majorants.inv_log_width, n_bins=MAJORANT_BINS,
         compton_s=tabs.compton_s.reshape(-1), rayleigh_cum=tabs.rayleigh_cum.reshape(-1),
         det_mu_t=det_mu_t, det_signal=det_signal,
