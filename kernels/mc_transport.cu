@@ -278,14 +278,21 @@ __device__ void end_flight(History& h) {
 // collision takes (face - t) mu_max of the depth; an empty block (majorant 0) takes none. Leaving the grid
 // ends the flight with the photon on the box's face (phase kSegment).
 __device__ void walk_blocks(const McTransportParams& p, History& h) {
-    // the walk in locals: h is reached through a reference, and its stores would otherwise be kept in memory
+    // The walk in scalars, the axis chosen by selects: h is reached through a reference, and indexing its
+    // arrays by the axis would keep them in memory, a store-to-load wait on every crossing.
     float t = h.t, tau = h.tau, majorant = h.majorant, inv_majorant = h.inv_majorant;
-    float t_next[3] = {h.t_next[0], h.t_next[1], h.t_next[2]};
+    float tx = h.t_next[0], ty = h.t_next[1], tz = h.t_next[2];
+    const float dx = h.t_delta[0], dy = h.t_delta[1], dz = h.t_delta[2];
+    int left_x = h.blocks_left[0], left_y = h.blocks_left[1], left_z = h.blocks_left[2];
     const float t_exit = h.t_exit;
     int block = h.block;
     for (;;) {
-        const int a = t_next[0] < t_next[1] ? (t_next[0] < t_next[2] ? 0 : 2) : (t_next[1] < t_next[2] ? 1 : 2);
-        const float t_face = min_f(t_next[a], t_exit);
+        // the axis of the nearest face (ties: the later axis, as the argmin a = x < y ? (x < z ? 0 : 2) : ...)
+        const bool x_before_y = tx < ty;
+        const float t_xy = x_before_y ? tx : ty;
+        const bool pick_z = !(t_xy < tz);
+        const bool pick_x = !pick_z && x_before_y, pick_y = !pick_z && !x_before_y;
+        const float t_face = min_f(pick_z ? tz : t_xy, t_exit);
         const float s = majorant > 0.0f ? tau * inv_majorant : 3.0e38f;
         if (t + s < t_face) {
             t += s;
@@ -294,16 +301,21 @@ __device__ void walk_blocks(const McTransportParams& p, History& h) {
         // no collision in this block: continue from its face with the depth left (>= 0 against rounding)
         tau = max_f(tau - (t_face - t) * majorant, 0.0f);
         t = t_face;
-        if (t_face >= t_exit || h.blocks_left[a] == 0) {
+        const int left = pick_x ? left_x : (pick_y ? left_y : left_z);
+        if (t_face >= t_exit || left == 0) {
             h.t = t;
             end_flight(h);
             h.may_enter = false;
             h.phase = kSegment;
             return;
         }
-        --h.blocks_left[a];
-        block += h.block_step[a];
-        t_next[a] += h.t_delta[a];
+        left_x -= pick_x;
+        left_y -= pick_y;
+        left_z -= pick_z;
+        block += pick_x ? h.block_step[0] : (pick_y ? h.block_step[1] : h.block_step[2]);
+        tx += pick_x ? dx : 0.0f;
+        ty += pick_y ? dy : 0.0f;
+        tz += pick_z ? dz : 0.0f;
         majorant = h.majorants[block];
         inv_majorant = h.inv_majorants[block];
     }
@@ -312,7 +324,8 @@ __device__ void walk_blocks(const McTransportParams& p, History& h) {
     h.majorant = majorant;
     h.inv_majorant = inv_majorant;
     h.block = block;
-    for (int c = 0; c < 3; ++c) h.t_next[c] = t_next[c];
+    h.t_next[0] = tx, h.t_next[1] = ty, h.t_next[2] = tz;
+    h.blocks_left[0] = left_x, h.blocks_left[1] = left_y, h.blocks_left[2] = left_z;
     const int n[3] = {p.grid.n[0], p.grid.n[1], p.grid.n[2]};
     int idx[3];
     for (int c = 0; c < 3; ++c)
