@@ -16,12 +16,13 @@ emitted photons are those of the collimated field (the solid angle of the detect
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import math
 import os
 import time
 import warnings
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,19 @@ class _TransportParams(runtime.Params):
     ]
 
 
+class _BatchStatsParams(runtime.Params):
+    """Mirror of ``McBatchStatsParams`` in kernels/mc_batch_stats.cu."""
+
+    _fields_ = [
+        ("raw", runtime.array(np.uint64)),
+        ("s1", runtime.array(np.float64)),
+        ("s2", runtime.array(np.float64)),
+        ("s3", runtime.array(np.float64)),
+        ("to_value", ctypes.c_double),
+        ("photons", ctypes.c_double),
+    ]
+
+
 class _CheckParams(runtime.Params):
     """Mirror of ``McCheckParams`` in kernels/mc_check.cu."""
 
@@ -214,6 +228,15 @@ class PhysicsTables:
         """The kernel's linear interpolation of column ``column`` (total, Rayleigh, Compton,
         photoelectric) of material ``m``, in cm^2/g."""
         return np.interp(energy_keV, self.energies_keV, self.xs[m, :, column].astype(float)) * 10.0
+
+
+@lru_cache(maxsize=8)
+def _physics_tables(materials: tuple[Material, ...]) -> PhysicsTables:
+    """PhysicsTables of these materials, built once per process (~30 ms for a CT's eight materials); read-only."""
+    tabs = PhysicsTables(list(materials))
+    for table in (tabs.xs, tabs.compton_s, tabs.rayleigh_cum):
+        table.flags.writeable = False
+    return tabs
 
 
 MAJORANT_BINS = 48  # log-spaced energy bins of the region majorants over ENERGY_RANGE_KEV (11 % wide)
@@ -797,7 +820,7 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
     backend = runtime.select_backend(backend)
 
     world = _world_material(world_material, len(materials))
-    tabs = PhysicsTables(materials + ([world] if world is not None else []))
+    tabs = _physics_tables(tuple(materials) + ((world,) if world is not None else ()))
     voxels = pack_voxels(index, density)
     world_centre, world_radius = _world_sphere(geo, phantom)
     # majorants from the densities the kernel reads (rounded in the packing)
@@ -835,27 +858,25 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
     # Photons represented by one history: fluence (per mm^2 at 1 m) x 1e6 mm^2/sr x field solid angle.
     field_photons = fluence_total * 1e6 * geo["omega_sr"]
     edges = np.linspace(0, n_photons, batches + 1).round().astype(np.int64)
-    acc = _BatchAccumulator()
+    acc = _BatchAccumulator(threads)
     interrupted = False
     transport_s = 0.0
     bar = _progress(batches, progress)
     try:
         for b in range(batches):
             n_b = int(edges[b + 1] - edges[b])
-            for arr in (images_fixed, deposit_fixed, energy_fixed):
-                if arr is not None:
-                    arr.fill(0)
+            energy_fixed.fill(0)  # (the image and deposit tallies are cleared by acc.add)
             params.first_photon = int(edges[b])
             params.n_photons = n_b
             launched = time.perf_counter()
             kernel.launch(n_b, params, threads=threads)
             transport_s += time.perf_counter() - launched
             # per emitted photon: images x photons per history, keV -> eV for the energies
-            img = images_fixed.view(np.int64).reshape(4, rows, cols) * (field_photons / n_b / FIXED_SCALE)
+            img = _FixedTally(images_fixed.reshape(4, rows, cols), field_photons / n_b / FIXED_SCALE)
             bal = energy_fixed.view(np.int64).reshape(_ENERGY_ROWS, _ENERGY_COLS).sum(axis=0)[:len(ENERGY_SLOTS)]
             tallies = [img, bal * (1000.0 / n_b / FIXED_SCALE)]
             if tally_deposit:
-                tallies.append(deposit_fixed.view(np.int64).reshape(index.shape) * (1000.0 / n_b / FIXED_SCALE))
+                tallies.append(_FixedTally(deposit_fixed.reshape(index.shape), 1000.0 / n_b / FIXED_SCALE))
             acc.add(n_b, *tallies)
             bar.update(1)
     except KeyboardInterrupt:
@@ -890,22 +911,40 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
                     time.perf_counter() - start, settings, camera)
 
 
+@dataclasses.dataclass
+class _FixedTally:
+    """A kernel's fixed-point tally of one batch: per-photon values ``raw (as int64) * to_value``, in the shape
+    of ``raw``. _BatchAccumulator.add folds it in and clears ``raw`` (kernels/mc_batch_stats.cu)."""
+
+    raw: np.ndarray  # uint64
+    to_value: float
+
+
 class _BatchAccumulator:
     """Mean and standard error of per-photon tallies over batches of sizes n_b (N = sum n_b): the mean is
     sum_b w_b x_b with w_b = n_b / N, its variance B/(B-1) sum_b w_b^2 (x_b - mean)^2 (for equal sizes, the
-    usual var(x_b)/B). Kept as running sums of n_b x_b, n_b^2 x_b, n_b^2 x_b^2 and n_b^2."""
+    usual var(x_b)/B). Kept as running sums of n_b x_b, n_b^2 x_b, n_b^2 x_b^2 and n_b^2. A quantity is a
+    float array, or a _FixedTally (summed by a CPU kernel in one pass, with ``threads`` threads)."""
 
-    def __init__(self):
+    def __init__(self, threads: int | None = None):
         self.batches = 0
         self.photons = 0
+        self.threads = threads
         self._sum_n2 = 0.0
         self._sums: list[list[np.ndarray]] = []
 
-    def add(self, n_b: int, *values: np.ndarray) -> None:
+    def add(self, n_b: int, *values: np.ndarray | _FixedTally) -> None:
         if not self._sums:
-            self._sums = [[np.zeros(np.shape(v)) for _ in range(3)] for v in values]
+            self._sums = [[np.zeros(np.shape(v.raw if isinstance(v, _FixedTally) else v)) for _ in range(3)]
+                          for v in values]
         for (s1, s2, s3), v in zip(self._sums, values):
-            scaled = v * n_b  # one temporary per quantity: the 3D deposit may hold 1e7-1e8 voxels
+            if isinstance(v, _FixedTally):
+                params = _BatchStatsParams(raw=v.raw, s1=s1, s2=s2, s3=s3, to_value=v.to_value,
+                                           photons=float(n_b))
+                _kernel("mc_batch_stats.cu", "mc_batch_stats", _BatchStatsParams, "cpu").launch(
+                    v.raw.size, params, threads=self.threads)
+                continue
+            scaled = v * n_b  # one temporary per quantity
             s1 += scaled
             scaled *= n_b
             s2 += scaled
@@ -916,26 +955,27 @@ class _BatchAccumulator:
         self.photons += n_b
 
     def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(mean, standard error) per tallied quantity; the error is NaN with a single batch."""
+        """(mean, standard error) per tallied quantity; the error is NaN with a single batch. Computed in the
+        running sums' own arrays (the 3D deposit may hold 1e7-1e8 voxels, and every new array costs its
+        allocation and page faults): call it once, after the last batch."""
         out = []
         n, b = float(self.photons), self.batches
         for s1, s2, s3 in self._sums:
-            mean = s1 / n
+            mean = np.divide(s1, n, out=s1)
             if b < 2:
                 out.append((mean, np.full_like(mean, np.nan)))
                 continue
-            # spread = (s3 - 2 mean s2 + mean^2 sum_n2) / n^2, in place: the 3D deposit may hold 1e7-1e8
-            # voxels, and every temporary array costs its allocation and page faults
-            spread = np.multiply(mean, s2)
+            # spread = (s3 - 2 mean s2 + mean^2 sum_n2) / n^2
+            spread = np.multiply(mean, s2, out=s2)
             spread *= -2.0
             spread += s3
-            square = np.multiply(mean, mean)
+            square = np.multiply(mean, mean, out=s3)
             square *= self._sum_n2
             spread += square
-            del square
             spread *= b / (b - 1) / (n * n)
             np.maximum(spread, 0.0, out=spread)
             out.append((mean, np.sqrt(spread, out=spread)))
+        self._sums = []
         return out
 
 
