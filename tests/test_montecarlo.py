@@ -362,6 +362,24 @@ def test_batch_statistics_match_the_textbook_formula():
     np.testing.assert_allclose(acc.results()[0][1], np.std(means, axis=0, ddof=1) / np.sqrt(b), rtol=1e-9)
 
 
+def test_fixed_point_batches_fold_like_the_float_path():
+    # kernels/mc_batch_stats.cu repeats the float path's operations in its order: the same bits, and the
+    # kernel's tally array is cleared for the next batch
+    from xsim.montecarlo import _BatchAccumulator, _FixedTally
+    rng = np.random.default_rng(1)
+    sizes = [1000, 1001, 999]
+    raws = [rng.integers(-2**40, 2**50, (3, 5, 7)).astype(np.int64).view(np.uint64) for _ in sizes]
+    fixed, plain = _BatchAccumulator(threads=2), _BatchAccumulator()
+    for n, raw in zip(sizes, raws):
+        plain.add(n, raw.view(np.int64) * (0.37 / n))
+        tally = raw.copy()
+        fixed.add(n, _FixedTally(tally, 0.37 / n))
+        assert not tally.any()
+    for (m1, e1), (m2, e2) in zip(fixed.results(), plain.results()):
+        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(e1, e2)
+
+
 # --- world material ----------------------------------------------------------------------------------------
 def test_air_world_attenuates_and_scatters():
     """Narrow beam through 1 m of air (an air slab phantom inside an air world): primary = exp(-mu_air r)."""
