@@ -182,6 +182,7 @@ struct History {
     float q[3], dq[3], t_next[3], t_delta[3];
     int block, block_step[3], blocks_left[3];
     float t_exit, majorant, inv_majorant, tau, t;
+    float flight_energy;  // the energy e and the majorant rows below were looked up for (-1: none yet)
     EnergyIndex e;
     const float* majorants;      // the majorants of the flight's energy bin, per block
     const float* inv_majorants;  // and their inverses
@@ -204,6 +205,7 @@ __device__ void start_history(const McTransportParams& p, uint64_t photon, Histo
     h.incident = xsim::to_fixed(ph.energy, p.fixed_scale);
     h.reached_plane = h.escaped = 0;
     h.may_enter = true;
+    h.flight_energy = -1.0f;
     h.phase = kSegment;
 }
 
@@ -227,11 +229,14 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
     const float n_f[3] = {(float)p.grid.n[0], (float)p.grid.n[1], (float)p.grid.n[2]};
     const float block_f = (float)p.block, inv_block = 1.0f / (float)p.block;
     const float energy = h.ph.energy;
-    h.e = energy_index(energy, p.e_min_keV, p.inv_de_keV, p.n_e);
-    const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
-    const size_t row = (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
-    h.majorants = p.majorant_per_mm + row;
-    h.inv_majorants = p.inv_majorant_mm + row;
+    if (energy != h.flight_energy) {  // else (after a Rayleigh event) the last flight's lookups still hold
+        h.flight_energy = energy;
+        h.e = energy_index(energy, p.e_min_keV, p.inv_de_keV, p.n_e);
+        const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
+        const size_t row = (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
+        h.majorants = p.majorant_per_mm + row;
+        h.inv_majorants = p.inv_majorant_mm + row;
+    }
     float t_exit = 3.0e38f;
     const int stride[3] = {p.blocks[1] * p.blocks[2], p.blocks[2], 1};
     h.block = 0;
@@ -242,13 +247,13 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
         if (dq > 0.0f) {
             h.block_step[c] = stride[c];
             h.blocks_left[c] = p.blocks[c] - 1 - blk;
-            t_exit = fminf(t_exit, (n_f[c] - 0.5f - q) / dq);
+            t_exit = min_f(t_exit, (n_f[c] - 0.5f - q) / dq);
             h.t_next[c] = ((blk + 1) * block_f - 0.5f - q) / dq;
             h.t_delta[c] = block_f / dq;
         } else if (dq < 0.0f) {
             h.block_step[c] = -stride[c];
             h.blocks_left[c] = blk;
-            t_exit = fminf(t_exit, (-0.5f - q) / dq);
+            t_exit = min_f(t_exit, (-0.5f - q) / dq);
             h.t_next[c] = (blk * block_f - 0.5f - q) / dq;
             h.t_delta[c] = -block_f / dq;
         } else {
@@ -257,7 +262,7 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
             h.t_next[c] = h.t_delta[c] = 3.0e38f;
         }
     }
-    h.t_exit = fmaxf(t_exit, 0.0f);
+    h.t_exit = max_f(t_exit, 0.0f);
     h.majorant = h.majorants[h.block];
     h.inv_majorant = h.inv_majorants[h.block];
     h.t = 0.0f;
@@ -415,7 +420,7 @@ __device__ void world_segment(const McTransportParams& p, History& h) {
     if (cos_incidence > 0.0f) {
         float dist = 0.0f;
         for (int c = 0; c < 3; ++c) dist += (p.det_origin_mm[c] - ph.pos[c]) * n[c];
-        t_plane = fmaxf(dist, 0.0f) / cos_incidence;
+        t_plane = max_f(dist, 0.0f) / cos_incidence;
     }
     const float t_box = enters ? (float)t_in : 3.0e38f;
     if (p.world_material >= 0) {
@@ -426,11 +431,11 @@ __device__ void world_segment(const McTransportParams& p, History& h) {
             b += ph.dir[c] * rel;
             c2 += rel * rel;
         }
-        t_world = fmaxf(-b + sqrtf(fmaxf(b * b - (c2 - p.world_radius_mm * p.world_radius_mm), 0.0f)), 0.0f);
+        t_world = max_f(-b + sqrtf(max_f(b * b - (c2 - p.world_radius_mm * p.world_radius_mm), 0.0f)), 0.0f);
         const EnergyIndex e = energy_index(ph.energy, p.e_min_keV, p.inv_de_keV, p.n_e);
         const float mu = xs_lookup(p.xs, p.world_material, p.n_e, e, 0) * p.world_density_g_cm3;
         const float s = -logf(h.rng.uniform_pos()) / mu;
-        if (s < fminf(fminf(t_box, t_plane), t_world)) {  // an interaction in the world material
+        if (s < min_f(min_f(t_box, t_plane), t_world)) {  // an interaction in the world material
             for (int c = 0; c < 3; ++c) ph.pos[c] += s * ph.dir[c];
             if (interact(p, ph, p.world_material, p.world_density_g_cm3, mu, e, h.rng, &ph.deposited_world, nullptr))
                 h.phase = kDone;
