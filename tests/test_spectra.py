@@ -229,3 +229,33 @@ def test_bad_input_is_named(call, message):
 def test_unknown_filter_suggests_close_name():
     with pytest.raises(XsimInputError, match=r"did you mean 'Al'"):
         Spectrum.tungsten(80, {"Alu": 1.0})
+
+
+def test_spekpy_spectra_are_cached_on_disk(monkeypatch, tmp_path):
+    # Each process (dataset worker, CLI call) would otherwise pay SpekPy's import and model (~1 s): the
+    # spectrum is stored under the cache folder, found again by a fresh process (lru cache cleared), and
+    # recomputed when the file does not load.
+    monkeypatch.setenv("XSIM_CACHE_DIR", str(tmp_path))
+    spectra._spekpy_spectrum.cache_clear()
+    first = Spectrum.tungsten(70.0, {"Al": 3.0}, bin_keV=1.0)
+    files = list((tmp_path / "spectra").glob("tungsten-*.npz"))
+    assert len(files) == 1
+
+    def no_spekpy(*args):
+        raise AssertionError("SpekPy called although the spectrum is cached")
+
+    monkeypatch.setattr(spectra, "_spekpy_model", no_spekpy)
+    spectra._spekpy_spectrum.cache_clear()
+    again = Spectrum.tungsten(70.0, {"Al": 3.0}, bin_keV=1.0)
+    np.testing.assert_array_equal(again.fluence, first.fluence)
+    np.testing.assert_array_equal(again.energies_keV, first.energies_keV)
+    # another filtration is another file; a damaged file is recomputed and replaced
+    monkeypatch.undo()
+    monkeypatch.setenv("XSIM_CACHE_DIR", str(tmp_path))
+    files[0].write_bytes(b"not an npz file")
+    spectra._spekpy_spectrum.cache_clear()
+    repaired = Spectrum.tungsten(70.0, {"Al": 3.0}, bin_keV=1.0)
+    np.testing.assert_array_equal(repaired.fluence, first.fluence)
+    Spectrum.tungsten(70.0, {"Al": 2.0}, bin_keV=1.0)
+    assert len(list((tmp_path / "spectra").glob("tungsten-*.npz"))) == 2
+    spectra._spekpy_spectrum.cache_clear()

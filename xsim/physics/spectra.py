@@ -9,6 +9,7 @@ afterwards (filtration, half-value layers, air kerma) uses xsim's own attenuatio
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -456,10 +457,31 @@ def _mu_per_mm(mat: Material, energies_keV: np.ndarray) -> np.ndarray:
     return np.asarray(mat.mu_over_rho(energies_keV, kind="total"), dtype=float) * mat.density_g_cm3 / 10.0
 
 
+@lru_cache(maxsize=1)
 def _spekpy_version() -> str:
-    import spekpy
+    """SpekPy's version, from the installed package's metadata (importing SpekPy takes ~0.5 s)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return getattr(spekpy, "__version__", "?")
+    try:
+        return version("spekpy")
+    except PackageNotFoundError:
+        import spekpy
+
+        return getattr(spekpy, "__version__", "?")
+
+
+# Spectra stored on disk next to the compiled kernels: a SpekPy model takes ~0.3 s and its import ~0.5 s,
+# paid again by every process otherwise (each dataset worker, each `xsim render`). The file name is a hash of
+# everything the spectrum depends on, SpekPy's version included; a file that does not load is recomputed.
+_SPECTRUM_CACHE_FORMAT = 1
+
+
+def _spectrum_cache_file(kvp: float, filters: tuple, anode_angle_deg: float, bin_keV: float) -> Path:
+    from xsim.runtime_build import cache_dir
+
+    key = repr((_SPECTRUM_CACHE_FORMAT, _spekpy_version(), "casim", "nist", float(kvp), filters,
+                float(anode_angle_deg), float(bin_keV)))
+    return cache_dir() / "spectra" / f"tungsten-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
 
 @lru_cache(maxsize=64)
@@ -471,8 +493,27 @@ def _spekpy_spectrum(
     SpekPy's ``get_spectrum()`` (flu=True, diff=True) returns photons cm^-2 keV^-1 for the state's
     tube load ``mas`` (default 1 mAs) at ``z`` (default 100 cm) from the focus, in vacuum; its
     grid starts at 1 keV. Per bin and per mm^2: multiply by the bin width, divide by 100.
-    Cached because one SpekPy model takes ~0.3 s.
+    Cached in the process and on disk (``_spectrum_cache_file``).
     """
+    path = _spectrum_cache_file(kvp, filters, anode_angle_deg, bin_keV)
+    try:
+        with np.load(path) as stored:
+            energies, phi = stored["energies_keV"], stored["fluence"]
+        if energies.ndim != 1 or energies.shape != phi.shape or not np.isfinite(phi).all():
+            raise ValueError("malformed")
+    except (OSError, KeyError, ValueError):
+        energies, phi = _spekpy_model(kvp, filters, anode_angle_deg, bin_keV)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, energies_keV=energies, fluence=phi)
+        except OSError:
+            pass  # a read-only cache folder only costs the recomputation next time
+    energies.flags.writeable = False
+    phi.flags.writeable = False
+    return energies, phi
+
+
+def _spekpy_model(kvp: float, filters: tuple, anode_angle_deg: float, bin_keV: float):
     import spekpy
 
     spek = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=bin_keV, z=100.0, mas=1.0, mu_data_source="nist")
@@ -480,8 +521,4 @@ def _spekpy_spectrum(
         if thickness_mm > 0:
             spek.filter(name, thickness_mm)
     energies, per_cm2_per_keV = spek.get_spectrum(flu=True, diff=True)
-    energies = np.array(energies, dtype=float)
-    phi = np.array(per_cm2_per_keV, dtype=float) * bin_keV / 100.0
-    energies.flags.writeable = False
-    phi.flags.writeable = False
-    return energies, phi
+    return np.array(energies, dtype=float), np.array(per_cm2_per_keV, dtype=float) * bin_keV / 100.0
