@@ -1,7 +1,8 @@
 // mc_transport.cu: Monte Carlo photon transport through a voxel phantom onto a flat-panel detector
 // (the xsim reference path; physics and units in docs/monte_carlo.md, driver xsim/montecarlo.py).
 //
-// One index = one photon history, with its own Philox stream (seed, first_photon + i):
+// One index = one photon history, with its own Philox stream (seed, first_photon + i); on the host each thread
+// interleaves several histories (mc_transport_body), on the GPU each thread runs its own to the end:
 //   source  point focal spot, direction uniform in solid angle over the detector rectangle, energy from the
 //           spectrum by the alias method;
 //   phantom Woodcock (delta) tracking (W. Woodcock et al., ANL-7050, 1965) with region majorants: the grid
@@ -20,6 +21,7 @@
 //   detector energy-integrating (or counting) panel: signal(E) x (1 - exp(-mu t(E) / cos incidence)),
 //           behind an optional linear anti-scatter grid (mc_detector.cuh).
 // Tallies are fixed point (xsim::atomic_add_fixed), so results do not depend on thread count or order.
+//
 // A history draws ~45 numbers: on the host its stream computes 8 Philox blocks at a time, in SIMD lanes (same
 // numbers, see philox.cuh).
 #ifndef XSIM_PHILOX_BLOCKS
