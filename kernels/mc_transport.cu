@@ -32,6 +32,8 @@
 #include "mc_source.cuh"
 #include "xsim_geometry.cuh"
 
+// The transport's functions are static: with external linkage a -fPIC host build must call them through the
+// PLT and may not inline them (another library could interpose them), ~5 % of the kernel's time.
 namespace xsim {
 namespace mc {
 
@@ -121,7 +123,7 @@ struct Photon {
 // Compton (E - E' deposited) or photoelectric (E deposited). Deposits go to *deposit_acc (the photon's running
 // sum) and, when `voxel_tally` is not null, to that voxel's tally. Returns true when the photon is absorbed
 // (photoelectric, or Compton below the tables' lowest energy); otherwise its direction has been turned.
-__device__ bool interact(const McTransportParams& p, Photon& ph, int m, float rho, float mu, EnergyIndex e,
+static __device__ bool interact(const McTransportParams& p, Photon& ph, int m, float rho, float mu, EnergyIndex e,
                       Philox& rng, int64_t* deposit_acc, uint64_t* voxel_tally) {
     const double scale = p.fixed_scale;
     const float r = rng.uniform() * mu;
@@ -194,7 +196,7 @@ struct History {
 };
 
 // Source sampling: energy, focal spot position and direction of photon `photon`.
-__device__ void start_history(const McTransportParams& p, uint64_t photon, History& h) {
+static __device__ void start_history(const McTransportParams& p, uint64_t photon, History& h) {
     h.photon = photon;
     h.rng = Philox(p.seed, photon);
     Photon& ph = h.ph;
@@ -212,7 +214,7 @@ __device__ void start_history(const McTransportParams& p, uint64_t photon, Histo
 }
 
 // The photon enters the voxel box at distance t_in along its ray (from grid_clip).
-__device__ void enter_phantom(const McTransportParams& p, History& h, double t_in) {
+static __device__ void enter_phantom(const McTransportParams& p, History& h, double t_in) {
     const double* W = p.grid.world_to_index;
     float* pos = h.ph.pos;
     const float* dir = h.ph.dir;
@@ -227,7 +229,7 @@ __device__ void enter_phantom(const McTransportParams& p, History& h, double t_i
 // Start a free flight from q: find the block, the face distances and the grid's exit, and draw the optical
 // depth tau = -ln u of the flight to its next tentative collision (unit exponential), spent across the blocks:
 // P(no collision before t) = exp(-integral of mu_max), the majorant piecewise constant along the flight.
-__device__ void start_flight(const McTransportParams& p, History& h) {
+static __device__ void start_flight(const McTransportParams& p, History& h) {
     const float n_f[3] = {(float)p.grid.n[0], (float)p.grid.n[1], (float)p.grid.n[2]};
     const float block_f = (float)p.block, inv_block = 1.0f / (float)p.block;
     const float energy = h.ph.energy;
@@ -273,7 +275,7 @@ __device__ void start_flight(const McTransportParams& p, History& h) {
 }
 
 // Move the photon by the flight distance t (to a real interaction, or out of the grid).
-__device__ void end_flight(History& h) {
+static __device__ void end_flight(History& h) {
     for (int c = 0; c < 3; ++c) {
         h.ph.pos[c] += h.t * h.ph.dir[c];
         h.q[c] += h.t * h.dq[c];
@@ -284,7 +286,7 @@ __device__ void end_flight(History& h) {
 // tentative collision, whose voxel is then h.voxel (phase kTest). A block the flight crosses without a
 // collision takes (face - t) mu_max of the depth; an empty block (majorant 0) takes none. Leaving the grid
 // ends the flight with the photon on the box's face (phase kSegment).
-__device__ void walk_blocks(const McTransportParams& p, History& h) {
+static __device__ void walk_blocks(const McTransportParams& p, History& h) {
     // The walk in scalars, the axis chosen by selects: h is reached through a reference, and indexing its
     // arrays by the axis would keep them in memory, a store-to-load wait on every crossing.
     float t = h.t, tau = h.tau, majorant = h.majorant, inv_majorant = h.inv_majorant;
@@ -343,7 +345,7 @@ __device__ void walk_blocks(const McTransportParams& p, History& h) {
 
 // The tentative collision: real with probability mu(E, voxel) / mu_max (phase kInteract, the photon moved
 // there), otherwise a null collision and the flight goes on with a new optical depth (phase kWalk).
-__device__ void test_collision(const McTransportParams& p, History& h) {
+static __device__ void test_collision(const McTransportParams& p, History& h) {
     unpack_voxel(p.voxels[h.voxel], &h.rho, &h.m);
     h.mu = xs_lookup(p.xs, h.m, p.n_e, h.e, 0) * h.rho;
     if (h.rng.uniform() * h.majorant < h.mu) {
@@ -356,7 +358,7 @@ __device__ void test_collision(const McTransportParams& p, History& h) {
 }
 
 // The real interaction in the phantom (energy kept in the voxel's tally); a new flight follows unless absorbed.
-__device__ void interact_in_phantom(const McTransportParams& p, History& h) {
+static __device__ void interact_in_phantom(const McTransportParams& p, History& h) {
     uint64_t* voxel_tally = p.deposit ? &p.deposit[h.voxel] : nullptr;
     if (interact(p, h.ph, h.m, h.rho, h.mu, h.e, h.rng, &h.ph.deposited, voxel_tally)) {
         h.phase = kDone;
@@ -371,7 +373,7 @@ __device__ void interact_in_phantom(const McTransportParams& p, History& h) {
 
 // The photon reaches the detector plane at distance t along its ray (cos_incidence > 0): tally its signal in
 // the pixel it hits, in the image of its scatter history.
-__device__ void score_detector(const McTransportParams& p, const Photon& ph, float t, float cos_incidence,
+static __device__ void score_detector(const McTransportParams& p, const Photon& ph, float t, float cos_incidence,
                                Philox& rng) {
     float hit[3], rel[3];
     for (int c = 0; c < 3; ++c) {
@@ -405,7 +407,7 @@ namespace mc {
 // One straight segment of the world from the photon's position: it enters the phantom (phase kFlight),
 // interacts in the world material (kSegment again, or kDone when absorbed), or reaches the detector plane or
 // leaves the world (kDone).
-__device__ void world_segment(const McTransportParams& p, History& h) {
+static __device__ void world_segment(const McTransportParams& p, History& h) {
     Photon& ph = h.ph;
     const double scale = p.fixed_scale;
     double t_in = 0.0, t_out = 1e30;
@@ -459,7 +461,7 @@ __device__ void world_segment(const McTransportParams& p, History& h) {
 }
 
 // The energy bookkeeping of a finished history.
-__device__ void finish_history(const McTransportParams& p, const History& h) {
+static __device__ void finish_history(const McTransportParams& p, const History& h) {
     uint64_t* row = p.energy + ((h.photon >> 6) % XSIM_MC_ENERGY_ROWS) * XSIM_MC_ENERGY_COLS;
     xsim::atomic_add(&row[kIncident], (uint64_t)h.incident);
     if (h.ph.deposited) xsim::atomic_add(&row[kDeposited], (uint64_t)h.ph.deposited);
@@ -471,7 +473,7 @@ __device__ void finish_history(const McTransportParams& p, const History& h) {
 // Run history h up to its next read of phantom memory that is likely to miss the cache (the voxel word of a
 // tentative collision, or the voxel's deposit tally before a real interaction) and return that address; or
 // to its end (energy bookkeeping done) and return null. The next call continues from there.
-__device__ const void* advance(const McTransportParams& p, History& h) {
+static __device__ const void* advance(const McTransportParams& p, History& h) {
     for (;;) {
         switch (h.phase) {
             case kSegment: world_segment(p, h); break;
