@@ -287,7 +287,7 @@ class RegionMajorants:
         index_blocks = by_block(material_index)
         # [bin][block]: a flight reads one bin's row, where neighbouring blocks are neighbours in memory
         majorant = np.zeros((MAJORANT_BINS, rho_blocks.shape[0]), np.float32)
-        for m in np.unique(material_index):
+        for m in np.flatnonzero(np.bincount(index_blocks.ravel(), minlength=1)):  # the materials present
             rho_max = np.where(index_blocks == m, rho_blocks, np.float32(0.0)).max(axis=1)
             np.maximum(majorant, per_unit_density[m][:, None] * rho_max[None, :], out=majorant)
         self.majorant_per_mm = np.ascontiguousarray(majorant.reshape(-1), np.float32)
