@@ -1,8 +1,9 @@
 // mc_transport.cu: Monte Carlo photon transport through a voxel phantom onto a flat-panel detector
 // (the xsim reference path; physics and units in docs/monte_carlo.md, driver xsim/montecarlo.py).
 //
-// One index = one photon history, with its own Philox stream (seed, first_photon + i); on the host each thread
-// interleaves several histories (mc_transport_body), on the GPU each thread runs its own to the end:
+// Photon k of a launch is a history with its own Philox stream (seed, first_photon + k). On the GPU index i runs
+// photon i to its end; on the host index i runs photons i .. i + MC_GROUP - 1, several interleaved per thread
+// (mc_transport_body):
 //   source  point focal spot, direction uniform in solid angle over the detector rectangle, energy from the
 //           spectrum by the alias method;
 //   phantom Woodcock (delta) tracking (W. Woodcock et al., ANL-7050, 1965) with region majorants: the grid
@@ -26,6 +27,17 @@
 // numbers, see philox.cuh).
 #ifndef XSIM_PHILOX_BLOCKS
 #define XSIM_PHILOX_BLOCKS 8
+#endif
+// Host interleaving (mc_transport_body): MC_INTERLEAVE histories in flight per thread, over groups of
+// MC_GROUP photons; a group is one chunk of the OpenMP schedule, so the threads share out whole groups.
+#ifndef MC_INTERLEAVE
+#define MC_INTERLEAVE 8
+#endif
+#ifndef MC_GROUP
+#define MC_GROUP 64
+#endif
+#ifndef XSIM_HOST_CHUNK
+#define XSIM_HOST_CHUNK MC_GROUP
 #endif
 #include "mc_detector.cuh"
 #include "mc_physics.cuh"
@@ -108,7 +120,7 @@ struct McTransportParams {
 namespace xsim {
 namespace mc {
 
-// The state of one history between steps.
+// The photon of a history: where it is, where it goes, its energy, its scatter counts and what it deposited.
 struct Photon {
     float pos[3];
     float dir[3];
@@ -124,7 +136,7 @@ struct Photon {
 // sum) and, when `voxel_tally` is not null, to that voxel's tally. Returns true when the photon is absorbed
 // (photoelectric, or Compton below the tables' lowest energy); otherwise its direction has been turned.
 static __device__ bool interact(const McTransportParams& p, Photon& ph, int m, float rho, float mu, EnergyIndex e,
-                      Philox& rng, int64_t* deposit_acc, uint64_t* voxel_tally) {
+                                Philox& rng, int64_t* deposit_acc, uint64_t* voxel_tally) {
     const double scale = p.fixed_scale;
     const float r = rng.uniform() * mu;
     const float mu_rayleigh = xs_lookup(p.xs, m, p.n_e, e, 1) * rho;
@@ -176,17 +188,17 @@ struct History {
     uint64_t photon;
     int64_t incident, reached_plane, escaped;
     bool may_enter;  // false after leaving the (convex) box, until the direction changes again
-    int phase;
+    Phase phase;
     // The flight inside the phantom, in float on the index coordinates q and their rate dq per mm (the ray
-    // parameter t stays in mm: the world direction is a unit vector): the block blk, the flight distance to its
-    // next face along each axis, the distance between faces, the distance to the grid's exit, the block's
-    // majorant and the optical depth tau left.
-    // The block is kept as its index into the majorants (C order) with the index step of a crossing along each
-    // axis and the crossings left along it before the grid's edge.
+    // parameter stays in mm: the world direction is a unit vector): the distance t flown so far, the distance
+    // to the next block face along each axis and between faces, the distance to the grid's exit; the block as
+    // its index into the majorants (C order), the index step of a crossing along each axis and the crossings
+    // left along it before the grid's edge; the block's majorant (1/mm) and its inverse (mm), and the optical
+    // depth tau left.
     float q[3], dq[3], t_next[3], t_delta[3];
     int block, block_step[3], blocks_left[3];
     float t_exit, majorant, inv_majorant, tau, t;
-    float flight_energy;  // the energy e and the majorant rows below were looked up for (-1: none yet)
+    float flight_energy_keV;  // the energy e and the majorant rows below were looked up for (-1: none yet)
     EnergyIndex e;
     const float* majorants;      // the majorants of the flight's energy bin, per block
     const float* inv_majorants;  // and their inverses
@@ -209,7 +221,7 @@ static __device__ void start_history(const McTransportParams& p, uint64_t photon
     h.incident = xsim::to_fixed(ph.energy, p.fixed_scale);
     h.reached_plane = h.escaped = 0;
     h.may_enter = true;
-    h.flight_energy = -1.0f;
+    h.flight_energy_keV = -1.0f;
     h.phase = kSegment;
 }
 
@@ -233,8 +245,8 @@ static __device__ void start_flight(const McTransportParams& p, History& h) {
     const float n_f[3] = {(float)p.grid.n[0], (float)p.grid.n[1], (float)p.grid.n[2]};
     const float block_f = (float)p.block, inv_block = 1.0f / (float)p.block;
     const float energy = h.ph.energy;
-    if (energy != h.flight_energy) {  // else (after a Rayleigh event) the last flight's lookups still hold
-        h.flight_energy = energy;
+    if (energy != h.flight_energy_keV) {  // else (after a Rayleigh event) the last flight's lookups still hold
+        h.flight_energy_keV = energy;
         h.e = energy_index(energy, p.e_min_keV, p.inv_de_keV, p.n_e);
         const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
         const size_t row = (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
@@ -248,21 +260,18 @@ static __device__ void start_flight(const McTransportParams& p, History& h) {
         const float q = h.q[c], dq = h.dq[c];
         const int blk = min(max((int)((q + 0.5f) * inv_block), 0), p.blocks[c] - 1);
         h.block += blk * stride[c];
+        const int32_t step = dq > 0.0f ? 1 : (dq < 0.0f ? -1 : 0);
+        h.block_step[c] = step * stride[c];
+        h.blocks_left[c] = xsim::faces_left(step, p.blocks[c], blk);
         if (dq > 0.0f) {
-            h.block_step[c] = stride[c];
-            h.blocks_left[c] = p.blocks[c] - 1 - blk;
             t_exit = min_f(t_exit, (n_f[c] - 0.5f - q) / dq);
             h.t_next[c] = ((blk + 1) * block_f - 0.5f - q) / dq;
             h.t_delta[c] = block_f / dq;
         } else if (dq < 0.0f) {
-            h.block_step[c] = -stride[c];
-            h.blocks_left[c] = blk;
             t_exit = min_f(t_exit, (-0.5f - q) / dq);
             h.t_next[c] = (blk * block_f - 0.5f - q) / dq;
             h.t_delta[c] = -block_f / dq;
         } else {
-            h.block_step[c] = 0;
-            h.blocks_left[c] = 0x7fffffff;
             h.t_next[c] = h.t_delta[c] = 3.0e38f;
         }
     }
@@ -296,12 +305,8 @@ static __device__ void walk_blocks(const McTransportParams& p, History& h) {
     const float t_exit = h.t_exit;
     int block = h.block;
     for (;;) {
-        // the axis of the nearest face (ties: the later axis, as the argmin a = x < y ? (x < z ? 0 : 2) : ...)
-        const bool x_before_y = tx < ty;
-        const float t_xy = x_before_y ? tx : ty;
-        const bool pick_z = !(t_xy < tz);
-        const bool pick_x = !pick_z && x_before_y, pick_y = !pick_z && !x_before_y;
-        const float t_face = min_f(pick_z ? tz : t_xy, t_exit);
+        bool pick_x, pick_y, pick_z;
+        const float t_face = min_f(xsim::nearest_face(tx, ty, tz, pick_x, pick_y, pick_z), t_exit);
         const float s = majorant > 0.0f ? tau * inv_majorant : 3.0e38f;
         if (t + s < t_face) {
             t += s;
@@ -374,7 +379,7 @@ static __device__ void interact_in_phantom(const McTransportParams& p, History& 
 // The photon reaches the detector plane at distance t along its ray (cos_incidence > 0): tally its signal in
 // the pixel it hits, in the image of its scatter history.
 static __device__ void score_detector(const McTransportParams& p, const Photon& ph, float t, float cos_incidence,
-                               Philox& rng) {
+                                      Philox& rng) {
     float hit[3], rel[3];
     for (int c = 0; c < 3; ++c) {
         hit[c] = ph.pos[c] + t * ph.dir[c];
@@ -503,12 +508,6 @@ static __device__ const void* advance(const McTransportParams& p, History& h) {
 // to the next, which by its turn has its own data in the cache. Index i (a multiple of MC_GROUP) runs photons
 // i .. i + MC_GROUP - 1, a slot taking the next photon when its history ends. Each photon still draws from its
 // own stream and tallies are fixed point, so the results are those of one history at a time, bit for bit.
-#ifndef MC_INTERLEAVE
-#define MC_INTERLEAVE 8
-#endif
-#ifndef MC_GROUP
-#define MC_GROUP 64
-#endif
 
 __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
     using namespace xsim::mc;
@@ -531,7 +530,10 @@ __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
             if (!live[s]) continue;
             const void* address = advance(p, h[s]);
             if (address) {
-                __builtin_prefetch(address, 1, 3);
+                if (h[s].phase == kInteract)
+                    __builtin_prefetch(address, 1, 3);  // the deposit tally, about to be added to
+                else
+                    __builtin_prefetch(address, 0, 3);  // a voxel word, read only
             } else if (next < end) {
                 start_history(p, p.first_photon + next++, h[s]);
             } else {

@@ -98,7 +98,7 @@ XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], 
         x2[b] = (uint32_t)(block + b);
         x3[b] = (uint32_t)((block + b) >> 32);
     }
-    const lanes_u64 low = x0 - x0 + 0xFFFFFFFFu;
+    const lanes_u64 low = lanes_u64{} + 0xFFFFFFFFu;  // the low 32 bits of each lane
     uint64_t k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; ++round) {
         const lanes_u64 p0 = x0 * (uint64_t)XSIM_PHILOX_M0, p1 = x2 * (uint64_t)XSIM_PHILOX_M1;

@@ -27,7 +27,7 @@
 #include "xsim_geometry.cuh"
 
 #if defined(XSIM_HOST)
-#include <cstring>  // memcpy: float bits in exp_neg and interaction_probability
+#include <cstring>  // memcpy: float bits in exp_neg and interaction_probability; lane vectors <-> arrays
 #endif
 
 // Compile-time specialisation: the number of materials (xsim.projector passes len(phantom.materials)).
@@ -40,7 +40,7 @@
 #ifndef PROJECT_TILE
 #define PROJECT_TILE 16
 #endif
-// Energy bins per SIMD block of the host's energy sum (stack arrays of this many floats).
+// Energy bins per SIMD block of the host's energy sum (stack arrays of this many floats or lane vectors).
 #ifndef PROJECT_ECHUNK
 #define PROJECT_ECHUNK 32
 #endif
@@ -60,20 +60,17 @@ __device__ inline void accumulate_line_integrals(const xsim::GridWalk& w, const 
     const double dx = w.t_delta[0], dy = w.t_delta[1], dz = w.t_delta[2];
     const int64_t sx = w.stride[0], sy = w.stride[1], sz = w.stride[2];
     // Face crossings left along each axis before the walk leaves the grid (never, for a zero direction).
-    int32_t rx = w.step[0] > 0 ? w.n[0] - 1 - w.idx[0] : (w.step[0] < 0 ? w.idx[0] : 0x7fffffff);
-    int32_t ry = w.step[1] > 0 ? w.n[1] - 1 - w.idx[1] : (w.step[1] < 0 ? w.idx[1] : 0x7fffffff);
-    int32_t rz = w.step[2] > 0 ? w.n[2] - 1 - w.idx[2] : (w.step[2] < 0 ? w.idx[2] : 0x7fffffff);
+    int32_t rx = xsim::faces_left(w.step[0], w.n[0], w.idx[0]);
+    int32_t ry = xsim::faces_left(w.step[1], w.n[1], w.idx[1]);
+    int32_t rz = xsim::faces_left(w.step[2], w.n[2], w.idx[2]);
     int64_t voxel = w.voxel;
     double t = w.t;
     const double t_exit = w.t_exit;
     int current = material[voxel];
     float sum = 0.0f;  // = L[current]
     while (t < t_exit) {
-        const bool x_before_y = tx < ty;
-        const double t_xy = x_before_y ? tx : ty;
-        const bool pick_z = !(t_xy < tz);  // GridWalk's choice: ties go to the later axis
-        const bool pick_x = !pick_z && x_before_y, pick_y = !pick_z && !x_before_y;
-        const double t_face = pick_z ? tz : t_xy;
+        bool pick_x, pick_y, pick_z;
+        const double t_face = xsim::nearest_face(tx, ty, tz, pick_x, pick_y, pick_z);
         double t_out = t_face < t_exit ? t_face : t_exit;
         t_out = t_out > t ? t_out : t;  // rounding may put the first face a hair before the entry point
         const int m = material[voxel];
@@ -155,9 +152,9 @@ inline void start_lanes(const xsim::GridWalk* walks, const bool* enters, LanesWa
         s.tx[l] = w.t_next[0], s.ty[l] = w.t_next[1], s.tz[l] = w.t_next[2];
         s.dx[l] = w.t_delta[0], s.dy[l] = w.t_delta[1], s.dz[l] = w.t_delta[2];
         s.sx[l] = w.stride[0], s.sy[l] = w.stride[1], s.sz[l] = w.stride[2];
-        s.rx[l] = w.step[0] > 0 ? w.n[0] - 1 - w.idx[0] : (w.step[0] < 0 ? w.idx[0] : 0x7fffffff);
-        s.ry[l] = w.step[1] > 0 ? w.n[1] - 1 - w.idx[1] : (w.step[1] < 0 ? w.idx[1] : 0x7fffffff);
-        s.rz[l] = w.step[2] > 0 ? w.n[2] - 1 - w.idx[2] : (w.step[2] < 0 ? w.idx[2] : 0x7fffffff);
+        s.rx[l] = xsim::faces_left(w.step[0], w.n[0], w.idx[0]);
+        s.ry[l] = xsim::faces_left(w.step[1], w.n[1], w.idx[1]);
+        s.rz[l] = xsim::faces_left(w.step[2], w.n[2], w.idx[2]);
         s.voxel[l] = w.voxel;
         s.t[l] = w.t;
         s.t_exit[l] = w.t_exit;
@@ -359,11 +356,11 @@ __device__ __forceinline__ void energy_terms(const EnergyTables& tab, int e, flo
     absorbed = incident * exp_neg(mu_l);
 }
 
-// energy_terms with mu_l summed here from the line integrals L_m at L[m * L_stride].
-__device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, int L_stride, float inv_cos,
-                                  float& incident, float& absorbed) {
+// energy_terms with mu_l summed here from the line integrals L of one pixel.
+__device__ inline void energy_bin(const EnergyTables& tab, int e, const float* L, float inv_cos, float& incident,
+                                  float& absorbed) {
     float mu_l = 0.0f;
-    for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m * L_stride];
+    for (int m = 0; m < PROJECT_NMAT; ++m) mu_l += tab.mu_over_rho[m * tab.n_e + e] * L[m];
     energy_terms(tab, e, mu_l, inv_cos, incident, absorbed);
 }
 
@@ -468,7 +465,7 @@ __device__ void energy_sums(const EnergyTables& tab, const float* L, float inv_c
         XSIM_PRAGMA(omp simd)
         for (int j = 0; j < n; ++j) {
             float incident, absorbed;
-            energy_bin(tab, e0 + j, L, 1, inv_cos, incident, absorbed);
+            energy_bin(tab, e0 + j, L, inv_cos, incident, absorbed);
             s_term[j] = absorbed * tab.det_signal[e0 + j];
             c_term[j] = absorbed * tab.det_count[e0 + j];
             u_term[j] = incident * tab.det_signal[e0 + j];
@@ -482,7 +479,7 @@ __device__ void energy_sums(const EnergyTables& tab, const float* L, float inv_c
 #else
     for (int e = 0; e < tab.n_e; ++e) {
         float incident, absorbed;
-        energy_bin(tab, e, L, 1, inv_cos, incident, absorbed);
+        energy_bin(tab, e, L, inv_cos, incident, absorbed);
         signal += absorbed * tab.det_signal[e];
         counted += absorbed * tab.det_count[e];
         unattenuated += incident * tab.det_signal[e];

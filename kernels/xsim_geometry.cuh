@@ -81,6 +81,27 @@ XSIM_FN bool grid_clip(const VoxelGrid& g, Vec3 o, Vec3 d, double& t_min, double
     return ray_box(o, d, vec3(-0.5, -0.5, -0.5), vec3(g.n[0] - 0.5, g.n[1] - 0.5, g.n[2] - 0.5), t_min, t_max);
 }
 
+// The face a grid walk crosses next, given the parameters t_x, t_y, t_z of the next face along each axis:
+// GridWalk's choice (the smallest; ties go to the later axis), as one-hot flags so that the caller updates
+// its per-axis state with selects rather than an axis index (which would keep that state in memory). Returns
+// the face's parameter. Shared by the projector's walk (double, voxels) and the Monte Carlo's block walk
+// (float, majorant blocks).
+template <class T>
+XSIM_FN T nearest_face(T t_x, T t_y, T t_z, bool& pick_x, bool& pick_y, bool& pick_z) {
+    const bool x_before_y = t_x < t_y;
+    const T t_xy = x_before_y ? t_x : t_y;
+    pick_z = !(t_xy < t_z);
+    pick_x = !pick_z && x_before_y;
+    pick_y = !pick_z && !x_before_y;
+    return pick_z ? t_z : t_xy;
+}
+
+// Faces a walk along one axis can still cross before it leaves n cells, from cell idx moving by step
+// (+1, -1; 0: never leaves along this axis).
+XSIM_FN int32_t faces_left(int32_t step, int32_t n, int32_t idx) {
+    return step > 0 ? n - 1 - idx : (step < 0 ? idx : 0x7fffffff);
+}
+
 // Exact voxel traversal (Amanatides & Woo, "A fast voxel traversal algorithm for ray tracing",
 // Eurographics 1987; the incremental form of Siddon, Med. Phys. 12, 252, 1985, and Jacobs et al.,
 // Comput. Vis. Sci. 1998). Walks the voxels crossed by o + t d for t in [t_enter, t_exit] (already

@@ -109,8 +109,10 @@ def test_interleaved_histories_do_not_change_any_bit(monkeypatch, small_thorax, 
     def run(**defines):
         kernel = runtime.Kernel("mc_transport.cu", entry="mc_transport", params=montecarlo._TransportParams,
                                 backend="cpu", defines=defines)
-        monkeypatch.setattr(montecarlo, "_kernel",
-                            lambda source, entry, *args: kernel if entry == "mc_transport" else built(source, entry, *args))
+        def choose(source, entry, *args):
+            return kernel if entry == "mc_transport" else built(source, entry, *args)
+
+        monkeypatch.setattr(montecarlo, "_kernel", choose)
         return monte_carlo(small_thorax, small_camera, **kw)
 
     one = run(MC_INTERLEAVE=1)
@@ -370,14 +372,20 @@ def test_fixed_point_batches_fold_like_the_float_path():
     sizes = [1000, 1001, 999]
     raws = [rng.integers(-2**40, 2**50, (3, 5, 7)).astype(np.int64).view(np.uint64) for _ in sizes]
     fixed, plain = _BatchAccumulator(threads=2), _BatchAccumulator()
+    numpy_fixed = _BatchAccumulator(cpu_kernel=False)  # the cuda backend's path (no host compiler needed)
     for n, raw in zip(sizes, raws):
         plain.add(n, raw.view(np.int64) * (0.37 / n))
-        tally = raw.copy()
-        fixed.add(n, _FixedTally(tally, 0.37 / n))
-        assert not tally.any()
-    for (m1, e1), (m2, e2) in zip(fixed.results(), plain.results()):
-        np.testing.assert_array_equal(m1, m2)
-        np.testing.assert_array_equal(e1, e2)
+        for acc in (fixed, numpy_fixed):
+            tally = raw.copy()
+            acc.add(n, _FixedTally(tally, 0.37 / n))
+            assert not tally.any()
+    expected = plain.results()
+    for acc in (fixed, numpy_fixed):
+        for (m1, e1), (m2, e2) in zip(acc.results(), expected):
+            np.testing.assert_array_equal(m1, m2)
+            np.testing.assert_array_equal(e1, e2)
+    with pytest.raises(RuntimeError, match="once"):
+        fixed.results()
 
 
 # --- world material ----------------------------------------------------------------------------------------

@@ -252,10 +252,13 @@ def test_spekpy_spectra_are_cached_on_disk(monkeypatch, tmp_path):
     # another filtration is another file; a damaged file is recomputed and replaced
     monkeypatch.undo()
     monkeypatch.setenv("XSIM_CACHE_DIR", str(tmp_path))
-    files[0].write_bytes(b"not an npz file")
-    spectra._spekpy_spectrum.cache_clear()
-    repaired = Spectrum.tungsten(70.0, {"Al": 3.0}, bin_keV=1.0)
-    np.testing.assert_array_equal(repaired.fluence, first.fluence)
+    intact = files[0].read_bytes()
+    for damage in (b"not an npz file", b"", intact[: len(intact) // 2]):  # garbage, empty, truncated
+        files[0].write_bytes(damage)
+        spectra._spekpy_spectrum.cache_clear()
+        repaired = Spectrum.tungsten(70.0, {"Al": 3.0}, bin_keV=1.0)
+        np.testing.assert_array_equal(repaired.fluence, first.fluence)
+        assert files[0].read_bytes() == intact
     Spectrum.tungsten(70.0, {"Al": 2.0}, bin_keV=1.0)
     assert len(list((tmp_path / "spectra").glob("tungsten-*.npz"))) == 2
     spectra._spekpy_spectrum.cache_clear()

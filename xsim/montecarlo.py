@@ -156,7 +156,7 @@ class _BatchStatsParams(runtime.Params):
         ("s1", runtime.array(np.float64)),
         ("s2", runtime.array(np.float64)),
         ("s3", runtime.array(np.float64)),
-        ("to_value", ctypes.c_double),
+        ("per_unit", ctypes.c_double),
         ("photons", ctypes.c_double),
     ]
 
@@ -782,7 +782,8 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
         memory, when only the images are wanted (the energy balance is tallied either way).
     backend : {"auto", "cpu", "cuda"}
     threads : int, optional
-        CPU threads (cpu backend); results are identical for any thread count.
+        CPU threads (of the transport on the cpu backend, and of the batch statistics there); results are
+        identical for any thread count.
     progress : bool
         Show a tqdm progress bar over batches.
 
@@ -842,7 +843,8 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
         alias_prob=prob, alias_index=alias, alias_energy_keV=energies.astype(np.float32), n_spectrum=len(energies),
         e_min_keV=ENERGY_RANGE_KEV[0], inv_de_keV=1.0 / ENERGY_STEP_KEV, n_e=tabs.n_e, dx=X_STEP_PER_A,
         inv_dx=1.0 / X_STEP_PER_A, n_x=tabs.n_x, xs=tabs.xs.reshape(-1),
-        majorant_per_mm=majorants.majorant_per_mm, inv_majorant_mm=majorants.inv_majorant_mm, block=majorants.block, blocks=majorants.blocks,
+        majorant_per_mm=majorants.majorant_per_mm, inv_majorant_mm=majorants.inv_majorant_mm,
+        block=majorants.block, blocks=majorants.blocks,
         bin_log_e_min=majorants.log_e_min, bin_inv_log_width=majorants.inv_log_width, n_bins=MAJORANT_BINS,
         compton_s=tabs.compton_s.reshape(-1), rayleigh_cum=tabs.rayleigh_cum.reshape(-1),
         det_mu_t=det_mu_t, det_signal=det_signal,
@@ -858,7 +860,7 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
     # Photons represented by one history: fluence (per mm^2 at 1 m) x 1e6 mm^2/sr x field solid angle.
     field_photons = fluence_total * 1e6 * geo["omega_sr"]
     edges = np.linspace(0, n_photons, batches + 1).round().astype(np.int64)
-    acc = _BatchAccumulator(threads)
+    acc = _BatchAccumulator(threads, cpu_kernel=backend == "cpu")
     interrupted = False
     transport_s = 0.0
     bar = _progress(batches, progress)
@@ -913,37 +915,46 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
 
 @dataclasses.dataclass
 class _FixedTally:
-    """A kernel's fixed-point tally of one batch: per-photon values ``raw (as int64) * to_value``, in the shape
-    of ``raw``. _BatchAccumulator.add folds it in and clears ``raw`` (kernels/mc_batch_stats.cu)."""
+    """A kernel's fixed-point tally of one batch: per-photon values ``raw (as int64) * per_unit``, in the shape
+    of ``raw``. _BatchAccumulator.add folds it in and clears ``raw``."""
 
-    raw: np.ndarray  # uint64
-    to_value: float
+    raw: np.ndarray  # uint64, two's complement
+    per_unit: float  # the per-photon value of one fixed-point unit in this batch (the tally's unit per photon)
 
 
 class _BatchAccumulator:
     """Mean and standard error of per-photon tallies over batches of sizes n_b (N = sum n_b): the mean is
     sum_b w_b x_b with w_b = n_b / N, its variance B/(B-1) sum_b w_b^2 (x_b - mean)^2 (for equal sizes, the
     usual var(x_b)/B). Kept as running sums of n_b x_b, n_b^2 x_b, n_b^2 x_b^2 and n_b^2. A quantity is a
-    float array, or a _FixedTally (summed by a CPU kernel in one pass, with ``threads`` threads)."""
+    float array, or a _FixedTally: folded by kernels/mc_batch_stats.cu in one pass with ``threads`` CPU threads
+    when ``cpu_kernel`` (numpy otherwise, e.g. on the cuda backend, which may have no host compiler; the same
+    operations in the same order, so the same bits)."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, cpu_kernel: bool = True):
         self.batches = 0
         self.photons = 0
         self.threads = threads
+        self.cpu_kernel = cpu_kernel
         self._sum_n2 = 0.0
         self._sums: list[list[np.ndarray]] = []
+        self._taken = False
 
     def add(self, n_b: int, *values: np.ndarray | _FixedTally) -> None:
+        if self._taken:
+            raise RuntimeError("_BatchAccumulator: results() was taken, its sums are gone")
         if not self._sums:
             self._sums = [[np.zeros(np.shape(v.raw if isinstance(v, _FixedTally) else v)) for _ in range(3)]
                           for v in values]
         for (s1, s2, s3), v in zip(self._sums, values):
-            if isinstance(v, _FixedTally):
-                params = _BatchStatsParams(raw=v.raw, s1=s1, s2=s2, s3=s3, to_value=v.to_value,
+            if isinstance(v, _FixedTally) and self.cpu_kernel:
+                params = _BatchStatsParams(raw=v.raw, s1=s1, s2=s2, s3=s3, per_unit=v.per_unit,
                                            photons=float(n_b))
                 _kernel("mc_batch_stats.cu", "mc_batch_stats", _BatchStatsParams, "cpu").launch(
                     v.raw.size, params, threads=self.threads)
                 continue
+            if isinstance(v, _FixedTally):
+                tally, v = v.raw, v.raw.view(np.int64) * v.per_unit
+                tally.fill(0)
             scaled = v * n_b  # one temporary per quantity
             s1 += scaled
             scaled *= n_b
@@ -957,7 +968,10 @@ class _BatchAccumulator:
     def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(mean, standard error) per tallied quantity; the error is NaN with a single batch. Computed in the
         running sums' own arrays (the 3D deposit may hold 1e7-1e8 voxels, and every new array costs its
-        allocation and page faults): call it once, after the last batch."""
+        allocation and page faults): once, after the last batch."""
+        if self._taken:
+            raise RuntimeError("_BatchAccumulator: results() can be taken once")
+        self._taken = True
         out = []
         n, b = float(self.photons), self.batches
         for s1, s2, s3 in self._sums:

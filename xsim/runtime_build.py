@@ -32,6 +32,7 @@ from functools import cache
 from pathlib import Path
 
 from .checks import XsimInputError
+from .paths import cache_dir
 
 log = logging.getLogger("xsim.runtime")
 
@@ -58,15 +59,6 @@ class ParamsLayoutError(KernelCompileError):
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here (no C++ compiler, no CuPy, no CUDA device)."""
-
-
-def cache_dir() -> Path:
-    """Folder of compiled kernels (created on first use)."""
-    env = os.environ.get("XSIM_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "xsim" / "kernels"
 
 
 def cache_stats() -> dict:

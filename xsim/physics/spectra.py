@@ -472,14 +472,16 @@ def _spekpy_version() -> str:
 
 # Spectra stored on disk next to the compiled kernels: a SpekPy model takes ~0.3 s and its import ~0.5 s,
 # paid again by every process otherwise (each dataset worker, each `xsim render`). The file name is a hash of
-# everything the spectrum depends on, SpekPy's version included; a file that does not load is recomputed.
+# everything the spectrum depends on: the arguments, the options of the SpekPy model below and SpekPy's
+# version. A file that does not load (truncated, damaged, from another format) is recomputed and replaced.
 _SPECTRUM_CACHE_FORMAT = 1
+_SPEK_OPTIONS = {"physics": "casim", "mu_data_source": "nist", "z": 100.0, "mas": 1.0}
 
 
 def _spectrum_cache_file(kvp: float, filters: tuple, anode_angle_deg: float, bin_keV: float) -> Path:
-    from xsim.runtime_build import cache_dir
+    from xsim.paths import cache_dir
 
-    key = repr((_SPECTRUM_CACHE_FORMAT, _spekpy_version(), "casim", "nist", float(kvp), filters,
+    key = repr((_SPECTRUM_CACHE_FORMAT, _spekpy_version(), sorted(_SPEK_OPTIONS.items()), float(kvp), filters,
                 float(anode_angle_deg), float(bin_keV)))
     return cache_dir() / "spectra" / f"tungsten-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
@@ -491,9 +493,9 @@ def _spekpy_spectrum(
     """SpekPy tungsten spectrum as (bin centres keV, photons per mAs per mm^2 at 1 m per bin).
 
     SpekPy's ``get_spectrum()`` (flu=True, diff=True) returns photons cm^-2 keV^-1 for the state's
-    tube load ``mas`` (default 1 mAs) at ``z`` (default 100 cm) from the focus, in vacuum; its
-    grid starts at 1 keV. Per bin and per mm^2: multiply by the bin width, divide by 100.
-    Cached in the process and on disk (``_spectrum_cache_file``).
+    tube load ``mas`` (1 mAs) at ``z`` (100 cm) from the focus, in vacuum; its grid starts at 1 keV.
+    Per bin and per mm^2: multiply by the bin width, divide by 100. Cached in the process and on disk
+    (``_spectrum_cache_file``).
     """
     path = _spectrum_cache_file(kvp, filters, anode_angle_deg, bin_keV)
     try:
@@ -501,7 +503,7 @@ def _spekpy_spectrum(
             energies, phi = stored["energies_keV"], stored["fluence"]
         if energies.ndim != 1 or energies.shape != phi.shape or not np.isfinite(phi).all():
             raise ValueError("malformed")
-    except (OSError, KeyError, ValueError):
+    except Exception:  # missing, truncated (EOFError, BadZipFile), damaged: any failure means recompute
         energies, phi = _spekpy_model(kvp, filters, anode_angle_deg, bin_keV)
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -516,7 +518,7 @@ def _spekpy_spectrum(
 def _spekpy_model(kvp: float, filters: tuple, anode_angle_deg: float, bin_keV: float):
     import spekpy
 
-    spek = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=bin_keV, z=100.0, mas=1.0, mu_data_source="nist")
+    spek = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=bin_keV, **_SPEK_OPTIONS)
     for name, thickness_mm in filters:
         if thickness_mm > 0:
             spek.filter(name, thickness_mm)
