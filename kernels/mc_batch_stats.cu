@@ -21,6 +21,9 @@ struct McBatchStatsParams {
 };
 
 __device__ void mc_batch_stats_body(const McBatchStatsParams& p, uint64_t i) {
+    // Most voxels of a large dose map receive nothing in a batch: their sums would get + 0.0, which changes no
+    // bit of a sum that started at +0 (such a sum is never -0), so skip their memory traffic.
+    if (p.raw[i] == 0) return;
     const double x = (double)(int64_t)p.raw[i] * p.per_unit;
     double scaled = x * p.photons;
     p.s1[i] += scaled;

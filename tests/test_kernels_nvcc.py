@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from xsim.montecarlo import _BatchStatsParams, _CheckParams, _TransportParams
+from xsim.montecarlo import _BatchStatsParams, _BlockMaxParams, _CheckParams, _TransportParams
 from xsim.paths import kernels_dir
 from xsim.projector import ProjectParams
 from xsim.runtime import translation_unit
@@ -131,6 +131,7 @@ def test_nvrtc_compiles(path):
     ("mc_transport.cu", "mc_transport", _TransportParams),
     ("mc_check.cu", "mc_check", _CheckParams),
     ("mc_batch_stats.cu", "mc_batch_stats", _BatchStatsParams),
+    ("mc_block_max.cu", "mc_block_max", _BlockMaxParams),
 ])
 def test_nvrtc_compiles_with_layout_checks(source, entry, params):
     status, log = nvrtc_compile(translation_unit(KERNELS_DIR / source, entry, params),

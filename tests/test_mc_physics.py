@@ -34,6 +34,25 @@ def test_tables_match_material_within_half_percent_away_from_edges(name):
         np.testing.assert_allclose(got, ref, rtol=5e-3, err_msg=f"{name} {kind}")
 
 
+def test_region_majorants_from_the_block_max_kernel_equal_numpys():
+    # kernels/mc_block_max.cu takes each block's largest density per material in one pass over the packed
+    # voxels; the majorants must be those of the numpy path from the same (rounded) densities, bit for bit.
+    # A grid that is no multiple of the block, a material (3) absent from the phantom.
+    from xsim.montecarlo import pack_voxels
+    rng = np.random.default_rng(5)
+    mats = [material("air"), material("water"), material("cortical bone"), material("iodine contrast")]
+    index = rng.choice(np.array([0, 1, 2], np.uint8), (19, 13, 10))
+    density = (np.array([0.0012, 1.0, 1.9, 1.2])[index] * rng.uniform(0.5, 1.0, index.shape)).astype(np.float32)
+    voxels = pack_voxels(index, density)
+    rounded = (voxels & np.uint32(0xFFFFFF00)).view(np.float32).reshape(index.shape)
+    tabs = PhysicsTables(mats)
+    numpy_path = RegionMajorants(index, rounded, tabs, block=4)
+    kernel_path = RegionMajorants(index, None, tabs, block=4, voxels=voxels, threads=2)
+    assert numpy_path.majorant_per_mm.max() > 0
+    np.testing.assert_array_equal(kernel_path.majorant_per_mm, numpy_path.majorant_per_mm)
+    np.testing.assert_array_equal(kernel_path.inv_majorant_mm, numpy_path.inv_majorant_mm)
+
+
 def test_region_majorants_bound_every_voxel_at_every_energy():
     rng = np.random.default_rng(4)
     mats = [material("air"), material("water"), material("cortical bone"), material("iodine contrast")]

@@ -161,6 +161,19 @@ class _BatchStatsParams(runtime.Params):
     ]
 
 
+class _BlockMaxParams(runtime.Params):
+    """Mirror of ``McBlockMaxParams`` in kernels/mc_block_max.cu."""
+
+    _fields_ = [
+        ("voxels", runtime.array(np.uint32, "in")),
+        ("n", ctypes.c_int32 * 3),
+        ("block", ctypes.c_int32),
+        ("blocks", ctypes.c_int32 * 3),
+        ("n_materials", ctypes.c_int32),
+        ("rho_max", runtime.array(np.float32)),
+    ]
+
+
 class _CheckParams(runtime.Params):
     """Mirror of ``McCheckParams`` in kernels/mc_check.cu."""
 
@@ -255,14 +268,19 @@ class RegionMajorants:
     Parameters
     ----------
     material_index, density_g_cm3 : numpy.ndarray (3D)
-        The phantom's voxels.
+        The phantom's voxels (the densities are not needed when ``voxels`` is given).
     tables : PhysicsTables
     block : int, optional
         Block edge in voxels; default ``max(4, ceil(max(shape) / BLOCKS_PER_AXIS))``.
+    voxels : numpy.ndarray, optional
+        The same voxels packed (:func:`pack_voxels`, whose rounded densities are then the ones used): the
+        per-block maxima come from a CPU kernel in one pass (kernels/mc_block_max.cu) instead of numpy.
+    threads : int, optional
+        CPU threads of that kernel.
     """
 
-    def __init__(self, material_index: np.ndarray, density_g_cm3: np.ndarray, tables: PhysicsTables,
-                 block: int | None = None):
+    def __init__(self, material_index: np.ndarray, density_g_cm3: np.ndarray | None, tables: PhysicsTables,
+                 block: int | None = None, voxels: np.ndarray | None = None, threads: int | None = None):
         shape = np.array(material_index.shape)
         self.block = int(block or max(4, math.ceil(shape.max() / BLOCKS_PER_AXIS)))
         self.blocks = tuple(int(n) for n in -(-shape // self.block))
@@ -274,22 +292,18 @@ class RegionMajorants:
             lo, hi = self.bin_edges_keV[k], self.bin_edges_keV[k + 1]
             nodes = (tables.energies_keV >= lo - step) & (tables.energies_keV <= hi + step)
             per_unit_density[:, k] = tables.xs[:, nodes, 0].max(axis=1)
-        # The largest density of each material in each block: the voxels regrouped block by block (one copy),
-        # then one masked maximum per material over each block's row.
-        b = self.block
-        pad = [(0, nb * b - n) for nb, n in zip(self.blocks, shape)]
-        blocked_shape = (self.blocks[0], b, self.blocks[1], b, self.blocks[2], b)
-
-        def by_block(a: np.ndarray) -> np.ndarray:
-            return np.pad(a, pad).reshape(blocked_shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, b ** 3)
-
-        rho_blocks = by_block(np.asarray(density_g_cm3, np.float32))
-        index_blocks = by_block(material_index)
+        if voxels is None:
+            rho_max = self._block_max_numpy(material_index, density_g_cm3, len(tables.materials))
+        else:
+            rho_max = np.zeros((int(np.prod(self.blocks)), len(tables.materials)), np.float32)
+            params = _BlockMaxParams(voxels=voxels, n=tuple(int(n) for n in shape), block=self.block,
+                                     blocks=self.blocks, n_materials=len(tables.materials), rho_max=rho_max)
+            _kernel("mc_block_max.cu", "mc_block_max", _BlockMaxParams, "cpu").launch(rho_max.shape[0], params,
+                                                                                         threads=threads)
         # [bin][block]: a flight reads one bin's row, where neighbouring blocks are neighbours in memory
-        majorant = np.zeros((MAJORANT_BINS, rho_blocks.shape[0]), np.float32)
-        for m in np.flatnonzero(np.bincount(index_blocks.ravel(), minlength=1)):  # the materials present
-            rho_max = np.where(index_blocks == m, rho_blocks, np.float32(0.0)).max(axis=1)
-            np.maximum(majorant, per_unit_density[m][:, None] * rho_max[None, :], out=majorant)
+        majorant = np.zeros((MAJORANT_BINS, rho_max.shape[0]), np.float32)
+        for m in np.flatnonzero(rho_max.max(axis=0) > 0):  # the materials present
+            np.maximum(majorant, per_unit_density[m][:, None] * rho_max[None, :, m], out=majorant)
         self.majorant_per_mm = np.ascontiguousarray(majorant.reshape(-1), np.float32)
         # 1 / majorant (0 where the majorant is 0), the mean free path of the flights: the IEEE float32
         # division the kernel would do, done once here instead of at every block a flight enters
@@ -298,6 +312,23 @@ class RegionMajorants:
         self.inv_majorant_mm = inverse
         self.log_e_min = math.log(e_lo)
         self.inv_log_width = MAJORANT_BINS / math.log(e_hi / e_lo)
+
+    def _block_max_numpy(self, material_index: np.ndarray, density_g_cm3: np.ndarray, n_materials: int):
+        """[block, material] largest density: the voxels regrouped block by block (one copy), then one
+        masked maximum per material over each block's row."""
+        b = self.block
+        pad = [(0, nb * b - n) for nb, n in zip(self.blocks, material_index.shape)]
+        blocked_shape = (self.blocks[0], b, self.blocks[1], b, self.blocks[2], b)
+
+        def by_block(a: np.ndarray) -> np.ndarray:
+            return np.pad(a, pad).reshape(blocked_shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, b ** 3)
+
+        rho_blocks = by_block(np.asarray(density_g_cm3, np.float32))
+        index_blocks = by_block(material_index)
+        rho_max = np.zeros((rho_blocks.shape[0], n_materials), np.float32)
+        for m in np.flatnonzero(np.bincount(index_blocks.ravel(), minlength=1)):  # the materials present
+            rho_max[:, m] = np.where(index_blocks == m, rho_blocks, np.float32(0.0)).max(axis=1)
+        return rho_max
 
 
 def pack_voxels(material_index: np.ndarray, density_g_cm3: np.ndarray) -> np.ndarray:
@@ -825,7 +856,11 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
     voxels = pack_voxels(index, density)
     world_centre, world_radius = _world_sphere(geo, phantom)
     # majorants from the densities the kernel reads (rounded in the packing)
-    majorants = RegionMajorants(index, (voxels & np.uint32(0xFFFFFF00)).view(np.float32).reshape(index.shape), tabs)
+    if backend == "cpu":
+        majorants = RegionMajorants(index, None, tabs, voxels=voxels, threads=threads)
+    else:
+        rounded = (voxels & np.uint32(0xFFFFFF00)).view(np.float32).reshape(index.shape)
+        majorants = RegionMajorants(index, rounded, tabs)
     det_mu_t, det_signal, det_text, unit = _detector_tables(detector, tabs.energies_keV)
     prob, alias = alias_table(weights)
 
