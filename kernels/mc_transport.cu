@@ -225,16 +225,20 @@ static __device__ void start_history(const McTransportParams& p, uint64_t photon
     h.phase = kSegment;
 }
 
+// The index coordinates' rate per mm of flight along the photon's direction (the grid's affine may rotate
+// and shear: each index axis mixes the world's three).
+static __device__ void index_rate(const McTransportParams& p, const float dir[3], float dq[3]) {
+    const xsim::Vec3 d = xsim::affine_direction(p.grid.world_to_index, xsim::vec3(dir[0], dir[1], dir[2]));
+    dq[0] = (float)d.x, dq[1] = (float)d.y, dq[2] = (float)d.z;
+}
+
 // The photon enters the voxel box at distance t_in along its ray (from grid_clip).
 static __device__ void enter_phantom(const McTransportParams& p, History& h, double t_in) {
-    const double* W = p.grid.world_to_index;
     float* pos = h.ph.pos;
-    const float* dir = h.ph.dir;
-    for (int c = 0; c < 3; ++c) {
-        pos[c] += (float)t_in * dir[c];
-        h.q[c] = (float)(W[4 * c] * pos[0] + W[4 * c + 1] * pos[1] + W[4 * c + 2] * pos[2] + W[4 * c + 3]);
-        h.dq[c] = (float)(W[4 * c] * dir[0] + W[4 * c + 1] * dir[1] + W[4 * c + 2] * dir[2]);
-    }
+    for (int c = 0; c < 3; ++c) pos[c] += (float)t_in * h.ph.dir[c];
+    const xsim::Vec3 q = xsim::world_to_index(p.grid, xsim::vec3(pos[0], pos[1], pos[2]));
+    h.q[0] = (float)q.x, h.q[1] = (float)q.y, h.q[2] = (float)q.z;
+    index_rate(p, h.ph.dir, h.dq);
     h.phase = kFlight;
 }
 
@@ -367,10 +371,7 @@ static __device__ void interact_in_phantom(const McTransportParams& p, History& 
         h.phase = kDone;
         return;
     }
-    const double* W = p.grid.world_to_index;
-    const float* dir = h.ph.dir;
-    for (int c = 0; c < 3; ++c)
-        h.dq[c] = (float)(W[4 * c] * dir[0] + W[4 * c + 1] * dir[1] + W[4 * c + 2] * dir[2]);
+    index_rate(p, h.ph.dir, h.dq);
     h.phase = kFlight;
 }
 

@@ -3,7 +3,9 @@
 Both paths see the same voxels, attenuation data, spectrum and detector response; the projector integrates
 exp(-sum mu L) along each pixel-centre ray, the MC counts photons that cross the phantom without
 interacting, averaged over the pixel area. So the projector runs on a detector SUPERSAMPLE times finer and its
-image is summed over each MC pixel. Cases: a water cylinder at 60 keV and an 8 mm thorax at 80 kVp. Pixels
+image is summed over each MC pixel. Cases: a water cylinder at 60 keV, the same cylinder on a voxel grid rotated
+by 30 degrees (a CT's oblique direction cosines: each index axis mixes the world's three), and an 8 mm thorax at
+80 kVp. Pixels
 expected (from the projector's transmission) to receive more than 200 primary histories are compared (the normal
 approximation holds there). PASS when the
 reduced chi-square of (MC - projector) / sigma_MC lies within 1 +- 5 sqrt(2 / n) and the summed ratio
@@ -29,6 +31,7 @@ from xsim.montecarlo import monte_carlo  # noqa: E402
 from xsim.physics.spectra import Spectrum  # noqa: E402
 from xsim.projector import project  # noqa: E402
 from xsim.validate import overall_verdict, save_figure, save_table, study_cli  # noqa: E402
+from xsim.volume import Phantom  # noqa: E402
 
 try:
     from .mc_common import DEFAULT_OUT_DIR
@@ -47,6 +50,17 @@ def projector_pixel_sums(phantom, **beam) -> np.ndarray:
     proj = project(phantom, fine, **beam)
     return tuple(a.astype(float).reshape(rows, SUPERSAMPLE, cols, SUPERSAMPLE).sum(axis=(1, 3))
                  for a in (proj.primary, proj.flat_field))
+
+
+def rotated_grid(phantom: Phantom, angle_deg: float) -> Phantom:
+    """The phantom with its voxel grid turned by ``angle_deg`` about the world z axis through the grid's centre."""
+    affine = np.asarray(phantom.affine, dtype=float)
+    centre = affine @ np.r_[(np.array(phantom.material_index.shape) - 1) / 2.0, 1.0]
+    c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
+    turn = np.eye(4)
+    turn[:2, :2] = [[c, -s], [s, c]]
+    turn[:3, 3] = centre[:3] - turn[:3, :3] @ centre[:3]
+    return Phantom(phantom.material_index, phantom.density_g_cm3, turn @ affine, phantom.materials)
 
 
 def compare_case(name: str, phantom, photons: float, seed: int = 0, **beam) -> tuple[dict, tuple]:
@@ -71,8 +85,10 @@ def compare_case(name: str, phantom, photons: float, seed: int = 0, **beam) -> t
 def main(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, quick: bool = False) -> bool:
     """Run the cases, write ``mc_projector.csv`` and ``.png``; return True on PASS."""
     photons = 2e6 if quick else 2e7
-    runs = [compare_case("water cylinder 60 keV", phantoms.water_cylinder(200, 200, voxel_mm=5.0), photons,
-                         energy_keV=60.0),
+    cylinder = phantoms.water_cylinder(200, 200, voxel_mm=5.0)
+    runs = [compare_case("water cylinder 60 keV", cylinder, photons, energy_keV=60.0),
+            compare_case("water cylinder 60 keV, grid rotated 30 deg", rotated_grid(cylinder, 30.0), photons,
+                         seed=2, energy_keV=60.0),
             compare_case("thorax 80 kVp", phantoms.thorax(seed=2, voxel_mm=8.0), photons, seed=1,
                          spectrum=Spectrum.tungsten(80))]
     table = pd.DataFrame([r for r, _ in runs])
