@@ -562,18 +562,25 @@ def _check_fingerprint(out: Path, plan: DatasetSpec) -> None:
 
 def _resume(out: Path) -> set[str]:
     """Finished item ids; drops shard groups without a manifest row and manifest rows without a group."""
+    rows = read_manifest(out).to_dict("records") if (out / MANIFEST).exists() else []
+    return {r["item_id"] for r in prune_shards(out, rows, "group", out / MANIFEST, MANIFEST_COLUMNS)}
+
+
+def prune_shards(out: Path, rows: list[dict], group_key: str, manifest: Path, columns: list[str]) -> list[dict]:
+    """Reconcile a folder of HDF5 shards (``shard-*.h5``) with the rows of its CSV manifest after an
+    interruption: the rows whose group (``row[group_key]`` in shard ``row["shard"]``) exists are kept, the
+    shard groups no kept row names are deleted, and ``manifest`` is rewritten (with ``columns``) if rows were
+    dropped. Returns the kept rows."""
     import h5py
 
-    manifest = out / MANIFEST
-    rows = read_manifest(out).to_dict("records") if manifest.exists() else []
     stored: dict[str, set[str]] = {}
     for shard in sorted(out.glob("shard-*.h5")):
         with h5py.File(shard, "r") as f:
             stored[shard.name] = set(f.keys())
-    valid = [r for r in rows if r["group"] in stored.get(r["shard"], set())]
+    valid = [r for r in rows if r[group_key] in stored.get(r["shard"], set())]
     keep: dict[str, set[str]] = {}
     for r in valid:
-        keep.setdefault(r["shard"], set()).add(r["group"])
+        keep.setdefault(r["shard"], set()).add(r[group_key])
     for shard, groups in stored.items():
         orphans = groups - keep.get(shard, set())
         if orphans:
@@ -581,8 +588,8 @@ def _resume(out: Path) -> set[str]:
                 for group in orphans:
                     del f[group]
     if len(valid) != len(rows):
-        write_csv_rows(out / MANIFEST, MANIFEST_COLUMNS, valid)
-    return {r["item_id"] for r in valid}
+        write_csv_rows(manifest, columns, valid)
+    return valid
 
 
 def read_manifest(out_dir: str | os.PathLike):

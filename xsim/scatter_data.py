@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import XsimInputError, check_choice, check_positive, check_range
-from .datasets import run_tasks
+from .datasets import prune_shards, run_tasks
 from .fileio import append_csv_row, atomic_path, write_csv_rows
 
 __all__ = ["GEOMETRY", "KINDS", "export_cases", "load_dataset", "make_dataset", "plan_cases", "simulate_case"]
@@ -280,24 +280,7 @@ def _read_rows(out: Path) -> list[dict]:
 
 def _resume(out: Path) -> set[str]:
     """Finished case ids; drops shard groups without a manifest row and rows without a group."""
-    import h5py
-
-    rows = _read_rows(out)
-    stored = {}
-    for shard in sorted(out.glob("shard-*.h5")):
-        with h5py.File(shard, "r") as f:
-            stored[shard.name] = set(f.keys())
-    valid = [r for r in rows if r["case_id"] in stored.get(r["shard"], set())]
-    keep = {(r["shard"], r["case_id"]) for r in valid}
-    for shard, groups in stored.items():
-        orphans = [g for g in groups if (shard, g) not in keep]
-        if orphans:
-            with h5py.File(out / shard, "a") as f:
-                for g in orphans:
-                    del f[g]
-    if len(valid) != len(rows):
-        write_csv_rows(out / MANIFEST, COLUMNS, valid)
-    return {r["case_id"] for r in valid}
+    return {r["case_id"] for r in prune_shards(out, _read_rows(out), "case_id", out / MANIFEST, COLUMNS)}
 
 
 def load_dataset(out_dir: str | os.PathLike | list) -> dict:
@@ -357,9 +340,7 @@ def export_cases(data_dir: str | os.PathLike, out_dir: str | os.PathLike, case_i
                 for name, value in g[case_id].items():
                     group.create_dataset(name, data=value[()], compression="gzip", shuffle=True)
                 group.attrs.update(dict(g[case_id].attrs))
-    (out / MANIFEST).unlink(missing_ok=True)
-    for case_id in case_ids:
-        append_csv_row(out / MANIFEST, COLUMNS, {**rows[case_id], "shard": shard})
+    write_csv_rows(out / MANIFEST, COLUMNS, [{**rows[case_id], "shard": shard} for case_id in case_ids])
     return out
 
 
