@@ -402,12 +402,6 @@ static __device__ void score_detector(const McTransportParams& p, const Photon& 
     xsim::atomic_add_fixed(&p.images[(size_t)kind * rows * cols + pixel], signal, p.fixed_scale);
 }
 
-}  // namespace mc
-}  // namespace xsim
-
-namespace xsim {
-namespace mc {
-
 // One straight segment of the world from the photon's position: it enters the phantom (phase kFlight),
 // interacts in the world material (kSegment again, or kDone when absorbed), or reaches the detector plane or
 // leaves the world (kDone).

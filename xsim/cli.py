@@ -144,14 +144,14 @@ def _view(args: argparse.Namespace):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .paths import kernels_dir, physics_data_dir
+    from .paths import cache_dir, kernels_dir, physics_data_dir
 
     print(f"xsim {__version__}")
     print(f"physics tables: {physics_data_dir()}")
     print(f"kernel sources: {kernels_dir()}")
     from . import runtime
     from . import runtime_build
-    from .runtime_build import cache_dir, cpu_build_flags
+    from .runtime_build import cpu_build_flags
 
     print(f"kernel backend: {runtime.select_backend()} (XSIM_BACKEND), CPU threads: {runtime.default_threads()}")
     print(f"kernel cache:   {cache_dir()}")

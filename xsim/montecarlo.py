@@ -1024,7 +1024,6 @@ class _BatchAccumulator:
             spread *= b / (b - 1) / (n * n)
             np.maximum(spread, 0.0, out=spread)
             out.append((mean, np.sqrt(spread, out=spread)))
-        self._sums = []
         return out
 
 
