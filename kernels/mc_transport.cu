@@ -179,6 +179,7 @@ enum Phase {
     kWalk,      // walking the majorant blocks of the flight to the next tentative collision
     kTest,      // at a tentative collision in voxel `voxel`: real or null
     kInteract,  // at a real interaction in voxel `voxel`
+    kScore,     // at the detector: `signal` to be added to image word `image_word`
     kDone       // absorbed, detected or escaped: the energy bookkeeping is left
 };
 
@@ -205,6 +206,9 @@ struct History {
     // the voxel of the tentative collision, and its material, density and mu once read
     int voxel, m;
     float rho, mu;
+    // the photon's detector signal and the image word it goes to (kind * rows * cols + pixel)
+    size_t image_word;
+    float signal;
 };
 
 // Source sampling: energy, focal spot position and direction of photon `photon`.
@@ -375,10 +379,12 @@ static __device__ void interact_in_phantom(const McTransportParams& p, History& 
     h.phase = kFlight;
 }
 
-// The photon reaches the detector plane at distance t along its ray (cos_incidence > 0): tally its signal in
-// the pixel it hits, in the image of its scatter history.
-static __device__ void score_detector(const McTransportParams& p, const Photon& ph, float t, float cos_incidence,
-                                      Philox& rng) {
+// The photon reaches the detector plane at distance t along its ray (cos_incidence > 0): its signal and the
+// image word it goes to (the pixel it hits, in the image of its scatter history), added in phase kScore; or
+// kDone when it misses the panel.
+static __device__ void score_detector(const McTransportParams& p, History& h, float t, float cos_incidence) {
+    const Photon& ph = h.ph;
+    Philox& rng = h.rng;
     float hit[3], rel[3];
     for (int c = 0; c < 3; ++c) {
         hit[c] = ph.pos[c] + t * ph.dir[c];
@@ -387,7 +393,10 @@ static __device__ void score_detector(const McTransportParams& p, const Photon& 
     const float u = p.det_dual_u[0] * rel[0] + p.det_dual_u[1] * rel[1] + p.det_dual_u[2] * rel[2] + 0.5f;
     const float v = p.det_dual_v[0] * rel[0] + p.det_dual_v[1] * rel[1] + p.det_dual_v[2] * rel[2] + 0.5f;
     const int rows = p.det_shape[0], cols = p.det_shape[1];
-    if (!(u >= 0.0f && u < (float)cols && v >= 0.0f && v < (float)rows)) return;
+    if (!(u >= 0.0f && u < (float)cols && v >= 0.0f && v < (float)rows)) {
+        h.phase = kDone;
+        return;
+    }
     const int pixel = (int)v * cols + (int)u;
     const int kind = ph.n_compton + ph.n_rayleigh >= 2 ? kMultiple
                    : ph.n_compton == 1                 ? kCompton
@@ -399,7 +408,9 @@ static __device__ void score_detector(const McTransportParams& p, const Photon& 
         signal *= grid_transmission(p.grid_strips, ph.dir, hit, p.field.normal, cos_incidence,
                                     grid_lookup(p.grid_mu_interspace, e), grid_lookup(p.grid_mu_strip, e),
                                     rng.uniform());
-    xsim::atomic_add_fixed(&p.images[(size_t)kind * rows * cols + pixel], signal, p.fixed_scale);
+    h.image_word = (size_t)kind * rows * cols + pixel;
+    h.signal = signal;
+    h.phase = kScore;
 }
 
 // One straight segment of the world from the photon's position: it enters the phantom (phase kFlight),
@@ -451,10 +462,10 @@ static __device__ void world_segment(const McTransportParams& p, History& h) {
     }
     if (cos_incidence > 0.0f && t_plane <= t_world) {
         h.reached_plane = xsim::to_fixed(ph.energy, scale);
-        score_detector(p, ph, t_plane, cos_incidence, h.rng);
-    } else {
-        h.escaped = xsim::to_fixed(ph.energy, scale);
+        score_detector(p, h, t_plane, cos_incidence);
+        return;
     }
+    h.escaped = xsim::to_fixed(ph.energy, scale);
     h.phase = kDone;
 }
 
@@ -468,13 +479,17 @@ static __device__ void finish_history(const McTransportParams& p, const History&
     if (h.ph.deposited_world) xsim::atomic_add(&row[kDepositedWorld], (uint64_t)h.ph.deposited_world);
 }
 
-// Run history h up to its next read of phantom memory that is likely to miss the cache (the voxel word of a
-// tentative collision, or the voxel's deposit tally before a real interaction) and return that address; or
-// to its end (energy bookkeeping done) and return null. The next call continues from there.
+// Run history h up to its next access to memory that is likely to miss the cache (the voxel word of a
+// tentative collision, the voxel's deposit tally before a real interaction, the image word of a detected
+// photon) and return that address; or to its end (energy bookkeeping done) and return null. The next call
+// continues from there.
 static __device__ const void* advance(const McTransportParams& p, History& h) {
     for (;;) {
         switch (h.phase) {
-            case kSegment: world_segment(p, h); break;
+            case kSegment:
+                world_segment(p, h);
+                if (h.phase == kScore) return &p.images[h.image_word];
+                break;
             case kFlight: start_flight(p, h); break;
             case kWalk:
                 walk_blocks(p, h);
@@ -485,6 +500,10 @@ static __device__ const void* advance(const McTransportParams& p, History& h) {
                 if (h.phase == kInteract && p.deposit) return &p.deposit[h.voxel];
                 break;
             case kInteract: interact_in_phantom(p, h); break;
+            case kScore:
+                xsim::atomic_add_fixed(&p.images[h.image_word], h.signal, p.fixed_scale);
+                h.phase = kDone;
+                break;
             default:
                 finish_history(p, h);
                 return nullptr;
@@ -495,12 +514,13 @@ static __device__ const void* advance(const McTransportParams& p, History& h) {
 }  // namespace mc
 }  // namespace xsim
 
-// Histories interleaved per host thread. A Woodcock step reads a voxel anywhere in the phantom (8 MB for
-// 128^3), and one history has nothing to do while that read misses the cache: the next step needs it. So the
-// host keeps MC_INTERLEAVE histories in flight: each runs to its next such read, prefetches it and hands over
-// to the next, which by its turn has its own data in the cache. Index i (a multiple of MC_GROUP) runs photons
-// i .. i + MC_GROUP - 1, a slot taking the next photon when its history ends. Each photon still draws from its
-// own stream and tallies are fixed point, so the results are those of one history at a time, bit for bit.
+// Histories interleaved per host thread. A Woodcock step reads a voxel anywhere in the phantom (8 MB for 128^3),
+// and one history has nothing to do while that read misses the cache: the next step needs it. So the host keeps
+// MC_INTERLEAVE histories in flight: each runs to its next such read, prefetches it and hands over to the next,
+// which by its turn has its own data in the cache. The same holds for the tallies a history adds to (a voxel's
+// deposit, a pixel's image word): an atomic add waits for its cache line. Index i (a multiple of MC_GROUP) runs
+// photons i .. i + MC_GROUP - 1, a slot taking the next photon when its history ends. Each photon still draws from
+// its own stream and tallies are fixed point, so the results are those of one history at a time, bit for bit.
 
 __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
     using namespace xsim::mc;
@@ -523,8 +543,8 @@ __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
             if (!live[s]) continue;
             const void* address = advance(p, h[s]);
             if (address) {
-                if (h[s].phase == kInteract)
-                    __builtin_prefetch(address, 1, 3);  // the deposit tally, about to be added to
+                if (h[s].phase == kInteract || h[s].phase == kScore)
+                    __builtin_prefetch(address, 1, 3);  // a deposit tally or image word, about to be added to
                 else
                     __builtin_prefetch(address, 0, 3);  // a voxel word, read only
             } else if (next < end) {

@@ -71,37 +71,47 @@ XSIM_FN double u64_to_uniform_pos(uint64_t w) { return (double)((w >> 11) + 1u) 
 
 // XSIM_PHILOX_BLOCKS: blocks a stream computes at once on the host (1 on the GPU), consecutive counters in
 // SIMD lanes (philox4x32_10_blocks): the 32-bit multiplies of several blocks share one vector instruction, so
-// a kernel that draws many numbers per stream (the Monte Carlo: ~45 per history) pays less per word. The words
-// come out in the same order, so the stream is the same whatever this is; define it (a power of two) before
-// the include.
+// a kernel that draws many numbers per stream (the Monte Carlo: ~45 per history) pays less per word.
+// XSIM_PHILOX_HEAD (< XSIM_PHILOX_BLOCKS): blocks computed when a stream is created, so that a stream that
+// draws few numbers (a photon that crosses the phantom without interacting: ~7) does not pay for a full
+// batch. The words come out in the same order whatever these are, so the stream is the same; define them
+// (powers of two) before the include.
 #if !defined(XSIM_PHILOX_BLOCKS) || defined(XSIM_CUDA)
 #undef XSIM_PHILOX_BLOCKS
 #define XSIM_PHILOX_BLOCKS 1
 #endif
+#ifndef XSIM_PHILOX_HEAD
+#define XSIM_PHILOX_HEAD 2
+#endif
 
-// Blocks (block + b) of one stream, b < XSIM_PHILOX_BLOCKS, (block_lo, block_hi) = (ctr[2], ctr[3]): the rounds
-// of philox4x32_10 with a lane per block; word j of block b in out[j * XSIM_PHILOX_BLOCKS + b] (a vector store
-// per word; for one block, the usual order).
-XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], uint32_t* out) {
-#if XSIM_PHILOX_BLOCKS == 1
-    philox4x32_10(ctr, key, out);
-#else
-    // 32-bit words in 64-bit lanes: the product of two lanes below 2^32 is the exact 64-bit product (one vector
-    // multiply).
-    static_assert((XSIM_PHILOX_BLOCKS & (XSIM_PHILOX_BLOCKS - 1)) == 0, "XSIM_PHILOX_BLOCKS: a power of two");
-    typedef uint64_t lanes_u64 __attribute__((vector_size(XSIM_PHILOX_BLOCKS * sizeof(uint64_t))));
-    lanes_u64 x0, x1, x2, x3;
+#if XSIM_PHILOX_BLOCKS > 1
+// NB blocks of one stream, blocks (block + b), b < NB, (block_lo, block_hi) = (ctr[2], ctr[3]): the rounds of
+// philox4x32_10 with a lane per block, 32-bit words in 64-bit lanes (the product of two lanes below 2^32 is
+// the exact 64-bit product: one vector multiply). Word j of block b goes to out[j * stride + b] (a vector
+// store per word).
+template <int NB>
+struct PhiloxLanes {  // the lane types (GCC ignores a vector_size that depends on a template parameter elsewhere)
+    static_assert(NB > 0 && (NB & (NB - 1)) == 0, "a power of two");
+    typedef uint64_t u64 __attribute__((vector_size(NB * sizeof(uint64_t))));
+    typedef uint32_t u32 __attribute__((vector_size(NB * sizeof(uint32_t))));
+};
+
+template <int NB>
+inline void philox4x32_10_lanes(const uint32_t ctr[4], const uint32_t key[2], uint32_t* out, int stride) {
+    typedef typename PhiloxLanes<NB>::u64 u64;
+    typedef typename PhiloxLanes<NB>::u32 u32;
+    u64 x0, x1, x2, x3;
     const uint64_t block = ((uint64_t)ctr[3] << 32) | ctr[2];
-    for (int b = 0; b < XSIM_PHILOX_BLOCKS; ++b) {
+    for (int b = 0; b < NB; ++b) {
         x0[b] = ctr[0];
         x1[b] = ctr[1];
         x2[b] = (uint32_t)(block + b);
         x3[b] = (uint32_t)((block + b) >> 32);
     }
-    const lanes_u64 low = lanes_u64{} + 0xFFFFFFFFu;  // the low 32 bits of each lane
+    const u64 low = u64{} + 0xFFFFFFFFu;  // the low 32 bits of each lane
     uint64_t k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; ++round) {
-        const lanes_u64 p0 = x0 * (uint64_t)XSIM_PHILOX_M0, p1 = x2 * (uint64_t)XSIM_PHILOX_M1;
+        const u64 p0 = x0 * (uint64_t)XSIM_PHILOX_M0, p1 = x2 * (uint64_t)XSIM_PHILOX_M1;
         x0 = (p1 >> 32) ^ x1 ^ k0;
         x1 = p1 & low;
         x2 = (p0 >> 32) ^ x3 ^ k1;
@@ -109,13 +119,22 @@ XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], 
         k0 = (uint32_t)(k0 + XSIM_PHILOX_W0);
         k1 = (uint32_t)(k1 + XSIM_PHILOX_W1);
     }
-    typedef uint32_t lanes_u32 __attribute__((vector_size(XSIM_PHILOX_BLOCKS * sizeof(uint32_t))));
-    const lanes_u32 w0 = __builtin_convertvector(x0, lanes_u32), w1 = __builtin_convertvector(x1, lanes_u32),
-                    w2 = __builtin_convertvector(x2, lanes_u32), w3 = __builtin_convertvector(x3, lanes_u32);
+    const u32 w0 = __builtin_convertvector(x0, u32), w1 = __builtin_convertvector(x1, u32),
+              w2 = __builtin_convertvector(x2, u32), w3 = __builtin_convertvector(x3, u32);
     __builtin_memcpy(out, &w0, sizeof w0);
-    __builtin_memcpy(out + XSIM_PHILOX_BLOCKS, &w1, sizeof w1);
-    __builtin_memcpy(out + 2 * XSIM_PHILOX_BLOCKS, &w2, sizeof w2);
-    __builtin_memcpy(out + 3 * XSIM_PHILOX_BLOCKS, &w3, sizeof w3);
+    __builtin_memcpy(out + stride, &w1, sizeof w1);
+    __builtin_memcpy(out + 2 * stride, &w2, sizeof w2);
+    __builtin_memcpy(out + 3 * stride, &w3, sizeof w3);
+}
+#endif
+
+// XSIM_PHILOX_BLOCKS blocks of one stream from ctr: word j of block b in out[j * XSIM_PHILOX_BLOCKS + b] (for
+// one block, the usual order).
+XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], uint32_t* out) {
+#if XSIM_PHILOX_BLOCKS == 1
+    philox4x32_10(ctr, key, out);
+#else
+    philox4x32_10_lanes<XSIM_PHILOX_BLOCKS>(ctr, key, out, XSIM_PHILOX_BLOCKS);
 #endif
 }
 
@@ -136,6 +155,16 @@ struct Philox {
         ctr[2] = (uint32_t)first_block;
         ctr[3] = (uint32_t)(first_block >> 32);
         used = 4 * XSIM_PHILOX_BLOCKS;
+#if XSIM_PHILOX_BLOCKS > XSIM_PHILOX_HEAD
+        // The head: the stream's first XSIM_PHILOX_HEAD blocks only, in the buffer's last lanes, where the
+        // draw order looks for them (word k of the buffer is word k & 3 of its block k >> 2).
+        philox4x32_10_lanes<XSIM_PHILOX_HEAD>(ctr, key, buf + XSIM_PHILOX_BLOCKS - XSIM_PHILOX_HEAD,
+                                                 XSIM_PHILOX_BLOCKS);
+        const uint64_t next = first_block + XSIM_PHILOX_HEAD;
+        ctr[2] = (uint32_t)next;
+        ctr[3] = (uint32_t)(next >> 32);
+        used = 4 * (XSIM_PHILOX_BLOCKS - XSIM_PHILOX_HEAD);
+#endif
     }
 
     XSIM_FN uint32_t next_u32() {

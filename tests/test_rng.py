@@ -87,16 +87,17 @@ def test_streams_match_numpy_reference_bit_for_bit():
 
 def test_batched_blocks_give_the_same_streams(monkeypatch):
     # On the host a stream may compute XSIM_PHILOX_BLOCKS blocks at once (the Monte Carlo kernel: 8, in SIMD
-    # lanes); the words must come out as with one block at a time: the reference streams, across the carry
-    # into counter word 3 and for draw counts that end inside a batch and beyond it.
+    # lanes), and XSIM_PHILOX_HEAD of them when it is created; the words must come out as with one block at a
+    # time: the reference streams, across the carry into counter word 3 (inside the head for a head of 4) and
+    # for draw counts that end inside the head, inside a batch and beyond it.
     from xsim import runtime, runtime_selftest
 
-    for blocks in (2, 8):
+    for blocks, head in ((2, 1), (2, 2), (8, 2), (8, 4)):
         kernel = runtime.Kernel("rng_check.cu", entry="rng_check", params=runtime_selftest.RngCheckParams,
-                                backend="cpu", defines={"XSIM_PHILOX_BLOCKS": blocks})
+                                backend="cpu", defines={"XSIM_PHILOX_BLOCKS": blocks, "XSIM_PHILOX_HEAD": head})
         monkeypatch.setattr(runtime_selftest, "_kernel", lambda *args: kernel)
         seed, first_stream, first_block = 0x0123456789ABCDEF, 2**32 - 5, 2**32 - 2
-        for draws in (3, 4 * blocks + 5, 9 * blocks * 4 + 1):
+        for draws in (3, 4 * head + 1, 4 * blocks + 5, 9 * blocks * 4 + 1):
             words = rng_draws(11, draws, "u32", seed=seed, first_stream=first_stream, first_block=first_block)
             np.testing.assert_array_equal(words, stream_words(seed, first_stream, 11, draws, first_block))
 
