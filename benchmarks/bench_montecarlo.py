@@ -9,16 +9,13 @@ median (min-max): a virtual machine's speed can drift by 10-30 % within minutes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from unittest import mock
-
-from xsim import montecarlo, phantoms, runtime
+from xsim import montecarlo, phantoms
 from xsim.geometry import CArm
 from xsim.montecarlo import monte_carlo
 from xsim.paths import kernels_dir
@@ -28,20 +25,6 @@ from xsim.runtime_build import nvrtc_options
 # The portable build of the transport: one history per index run to its end, Philox one block at a time (the
 # GPU's way, compiled for the CPU); the peer of the default host build (interleaved histories, batched Philox).
 PORTABLE_DEFINES = {"MC_INTERLEAVE": 1, "XSIM_PHILOX_BLOCKS": 1}
-
-
-@contextlib.contextmanager
-def transport_build(defines: dict | None):
-    """monte_carlo() with the transport kernel compiled with these -D defines (None: the default build)."""
-    if not defines:
-        yield
-        return
-    kernel = runtime.Kernel("mc_transport.cu", entry="mc_transport", params=montecarlo._TransportParams,
-                            backend="cpu", defines=defines)
-    built = montecarlo._kernel
-    with mock.patch.object(montecarlo, "_kernel",
-                           lambda source, entry, *args: kernel if entry == "mc_transport" else built(source, entry, *args)):
-        yield
 
 
 def _spread(values: list[float]) -> str:
@@ -56,13 +39,13 @@ def transport_rates(photons: float, repeats: int) -> list[tuple[str, str]]:
     configs = [(n, threads, deposit, None) for n in (128, 256) for threads, deposit in ((1, True), (2, True), (2, False))]
     configs.append((128, 2, True, PORTABLE_DEFINES))
     for n, _, _, defines in configs:  # compile and warm up every build
-        with transport_build(defines):
+        with montecarlo._transport_build(**(defines or {})):
             monte_carlo(phantoms_by_n[n], cam, spectrum=spectrum, photons=1e4, batches=1, progress=False)
     end_to_end: list[list[float]] = [[] for _ in configs]
     kernel: list[list[float]] = [[] for _ in configs]
     for _ in range(repeats):
         for k, (n, threads, deposit, defines) in enumerate(configs):
-            with transport_build(defines):
+            with montecarlo._transport_build(**(defines or {})):
                 start = time.perf_counter()
                 r = monte_carlo(phantoms_by_n[n], cam, spectrum=spectrum, photons=photons, batches=4,
                                 threads=threads, tally_deposit=deposit, progress=False)

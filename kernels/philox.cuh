@@ -154,8 +154,9 @@ struct Philox {
         ctr[1] = (uint32_t)(stream >> 32);
         ctr[2] = (uint32_t)first_block;
         ctr[3] = (uint32_t)(first_block >> 32);
-        used = 4 * XSIM_PHILOX_BLOCKS;
-#if XSIM_PHILOX_BLOCKS > XSIM_PHILOX_HEAD
+#if XSIM_PHILOX_BLOCKS <= XSIM_PHILOX_HEAD
+        used = 4 * XSIM_PHILOX_BLOCKS;  // empty: the first draw computes the first batch
+#else
         // The head: the stream's first XSIM_PHILOX_HEAD blocks only, in the buffer's last lanes, where the
         // draw order looks for them (word k of the buffer is word k & 3 of its block k >> 2).
         philox4x32_10_lanes<XSIM_PHILOX_HEAD>(ctr, key, buf + XSIM_PHILOX_BLOCKS - XSIM_PHILOX_HEAD,

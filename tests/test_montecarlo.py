@@ -102,26 +102,19 @@ def test_thread_count_does_not_change_any_bit(small_thorax, small_camera):
     assert not np.array_equal(one.primary, other.primary)
 
 
-def test_interleaved_histories_do_not_change_any_bit(monkeypatch, small_thorax, small_camera):
+def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera):
     # On the host each thread keeps MC_INTERLEAVE histories in flight (kernels/mc_transport.cu); every photon
     # still draws from its own stream, so the build running one history at a time (the GPU's way) must give
     # the same tallies bit for bit. A photon count that is no multiple of the group, a grid and an air world
     # exercise every phase of the state machine; two interleave depths and group sizes.
-    from xsim import montecarlo, runtime
+    from xsim import montecarlo
 
     kw = dict(spectrum=Spectrum.tungsten(80), photons=20011, seed=7, batches=2, progress=False, backend="cpu",
               threads=2, world_material="air", grid=AntiScatterGrid(ratio=8, strips_per_cm=60))
 
-    built = montecarlo._kernel
-
     def run(**defines):
-        kernel = runtime.Kernel("mc_transport.cu", entry="mc_transport", params=montecarlo._TransportParams,
-                                backend="cpu", defines=defines)
-        def choose(source, entry, *args):
-            return kernel if entry == "mc_transport" else built(source, entry, *args)
-
-        monkeypatch.setattr(montecarlo, "_kernel", choose)
-        return monte_carlo(small_thorax, small_camera, **kw)
+        with montecarlo._transport_build(**defines):
+            return monte_carlo(small_thorax, small_camera, **kw)
 
     one = run(MC_INTERLEAVE=1)
     assert one.multiple.sum() > 0 and one.rayleigh.sum() > 0

@@ -15,6 +15,7 @@ emitted photons are those of the collimated field (the solid angle of the detect
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -192,8 +193,26 @@ class _CheckParams(runtime.Params):
 
 
 @cache
-def _kernel(source: str, entry: str, params: type, backend: str) -> runtime.Kernel:
-    return runtime.Kernel(source, entry=entry, params=params, backend=backend)
+def _kernel(source: str, entry: str, params: type, backend: str, defines: tuple = ()) -> runtime.Kernel:
+    return runtime.Kernel(source, entry=entry, params=params, backend=backend, defines=dict(defines))
+
+
+# The -D defines, as sorted (name, value) pairs, monte_carlo() compiles the transport kernel with: () is the
+# default build; _transport_build sets others.
+_transport_defines: tuple = ()
+
+
+@contextlib.contextmanager
+def _transport_build(**defines):
+    """Within the block, monte_carlo() runs the transport kernel compiled with these -D defines (e.g.
+    ``MC_INTERLEAVE=1``: one history per index, the GPU's way, on the host). For the tests and benchmarks
+    that compare the kernel's build variants."""
+    global _transport_defines
+    before, _transport_defines = _transport_defines, tuple(sorted(defines.items()))
+    try:
+        yield
+    finally:
+        _transport_defines = before
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -890,7 +909,7 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
         world_density_g_cm3=0.0 if world is None else world.density_g_cm3,
         world_centre_mm=tuple(world_centre), world_radius_mm=world_radius,
         images=images_fixed, deposit=deposit_fixed, energy=energy_fixed, fixed_scale=FIXED_SCALE)
-    kernel = _kernel("mc_transport.cu", "mc_transport", _TransportParams, backend)
+    kernel = _kernel("mc_transport.cu", "mc_transport", _TransportParams, backend, _transport_defines)
 
     # Photons represented by one history: fluence (per mm^2 at 1 m) x 1e6 mm^2/sr x field solid angle.
     field_photons = fluence_total * 1e6 * geo["omega_sr"]
