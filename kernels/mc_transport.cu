@@ -28,13 +28,21 @@
 #ifndef XSIM_PHILOX_BLOCKS
 #define XSIM_PHILOX_BLOCKS 8
 #endif
-// Host interleaving (mc_transport_body): MC_INTERLEAVE histories in flight per thread, over groups of
-// MC_GROUP photons; a group is one chunk of the OpenMP schedule, so the threads share out whole groups.
+// Host interleaving (mc_transport_body): MC_INTERLEAVE histories in flight per thread (16 with AVX-512: a lane
+// each in the vector walk, two such sets in turns), over groups of MC_GROUP photons, 8 times as many; a group
+// is one chunk of the OpenMP schedule, so the threads share out whole groups.
+#if defined(__AVX512F__)
+#define MC_HOST_DEFAULT_INTERLEAVE 16
+#define MC_HOST_DEFAULT_GROUP 256
+#else
+#define MC_HOST_DEFAULT_INTERLEAVE 8
+#define MC_HOST_DEFAULT_GROUP 64
+#endif
 #ifndef MC_INTERLEAVE
-#define MC_INTERLEAVE 8
+#define MC_INTERLEAVE MC_HOST_DEFAULT_INTERLEAVE
 #endif
 #ifndef MC_GROUP
-#define MC_GROUP 64
+#define MC_GROUP MC_HOST_DEFAULT_GROUP
 #endif
 #ifndef XSIM_HOST_CHUNK
 #define XSIM_HOST_CHUNK MC_GROUP
@@ -43,6 +51,26 @@
 #include "mc_physics.cuh"
 #include "mc_source.cuh"
 #include "xsim_geometry.cuh"
+
+// MC_LANES: histories a thread runs at once (their flights in lanes, FlightLanes). MC_VECTOR_WALK: the host
+// walks the flights of 16 lanes together in AVX-512 registers (walk_lanes) rather than one at a time
+// (walk_blocks); MC_SCALAR_WALK=1 turns it off (the tests compare both).
+#if defined(XSIM_HOST) && MC_INTERLEAVE > 1
+#define MC_LANES MC_INTERLEAVE
+#else
+#define MC_LANES 1
+#endif
+#if defined(XSIM_HOST) && MC_LANES == 16 && defined(__AVX512F__) && !MC_SCALAR_WALK
+#define MC_VECTOR_WALK 1
+#include <immintrin.h>
+#else
+#define MC_VECTOR_WALK 0
+#endif
+// MC_SETS: with the vector walk, sets of MC_LANES histories a thread takes in turns, so that the voxels a set's
+// walk prefetched arrive while the other set runs.
+#ifndef MC_SETS
+#define MC_SETS (MC_VECTOR_WALK ? 2 : 1)
+#endif
 
 // The transport's functions are static: with external linkage a -fPIC host build must call them through the
 // PLT and may not inline them (another library could interpose them), ~5 % of the kernel's time.
@@ -190,19 +218,11 @@ struct History {
     int64_t incident, reached_plane, escaped;
     bool may_enter;  // false after leaving the (convex) box, until the direction changes again
     Phase phase;
-    // The flight inside the phantom, in float on the index coordinates q and their rate dq per mm (the ray
-    // parameter stays in mm: the world direction is a unit vector): the distance t flown so far, the distance
-    // to the next block face along each axis and between faces, the distance to the grid's exit; the block as
-    // its index into the majorants (C order), the index step of a crossing along each axis and the crossings
-    // left along it before the grid's edge; the block's majorant (1/mm) and its inverse (mm), and the optical
-    // depth tau left.
-    float q[3], dq[3], t_next[3], t_delta[3];
-    int block, block_step[3], blocks_left[3];
-    float t_exit, majorant, inv_majorant, tau, t;
-    float flight_energy_keV;  // the energy e and the majorant rows below were looked up for (-1: none yet)
+    // Inside the phantom the flight runs in float on the index coordinates q and their rate dq per mm (the ray
+    // parameter stays in mm: the world direction is a unit vector); its walk state is in a Flights lane.
+    float q[3], dq[3];
+    float flight_energy_keV;  // the energy e and the majorant row were looked up for (-1: none yet)
     EnergyIndex e;
-    const float* majorants;      // the majorants of the flight's energy bin, per block
-    const float* inv_majorants;  // and their inverses
     // the voxel of the tentative collision, and its material, density and mu once read
     int voxel, m;
     float rho, mu;
@@ -210,6 +230,21 @@ struct History {
     size_t image_word;
     float signal;
 };
+
+// The free flights in progress of the histories one thread runs (MC_LANES of them on the host, one on the
+// GPU), a lane each, one array per field: the host walks 16 lanes at once in vector registers (walk_lanes).
+// Per lane: the distance t flown so far, the distance to the next block face along each axis and between
+// faces, the distance to the grid's exit; the block as its index into the majorants (C order), the index step
+// of a crossing along each axis and the crossings left along it before the grid's edge; the block's majorant
+// (1/mm) and its inverse (mm), the optical depth tau left, and where the flight's energy bin starts in the
+// majorant tables.
+template <int L>
+struct FlightLanes {
+    float t[L], tau[L], majorant[L], inv_majorant[L], t_exit[L];
+    float t_next[3][L], t_delta[3][L];
+    int32_t block[L], block_step[3][L], blocks_left[3][L], row[L];
+};
+typedef FlightLanes<MC_LANES> Flights;
 
 // Source sampling: energy, focal spot position and direction of photon `photon`.
 static __device__ void start_history(const McTransportParams& p, uint64_t photon, History& h) {
@@ -249,7 +284,7 @@ static __device__ void enter_phantom(const McTransportParams& p, History& h, dou
 // Start a free flight from q: find the block, the face distances and the grid's exit, and draw the optical
 // depth tau = -ln u of the flight to its next tentative collision (unit exponential), spent across the blocks:
 // P(no collision before t) = exp(-integral of mu_max), the majorant piecewise constant along the flight.
-static __device__ void start_flight(const McTransportParams& p, History& h) {
+static __device__ void start_flight(const McTransportParams& p, History& h, Flights& f, int lane) {
     const float n_f[3] = {(float)p.grid.n[0], (float)p.grid.n[1], (float)p.grid.n[2]};
     const float block_f = (float)p.block, inv_block = 1.0f / (float)p.block;
     const float energy = h.ph.energy;
@@ -257,20 +292,18 @@ static __device__ void start_flight(const McTransportParams& p, History& h) {
         h.flight_energy_keV = energy;
         h.e = energy_index(energy, p.e_min_keV, p.inv_de_keV, p.n_e);
         const int bin = min(max((int)((logf(energy) - p.bin_log_e_min) * p.bin_inv_log_width), 0), p.n_bins - 1);
-        const size_t row = (size_t)bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
-        h.majorants = p.majorant_per_mm + row;
-        h.inv_majorants = p.inv_majorant_mm + row;
+        f.row[lane] = bin * p.blocks[0] * p.blocks[1] * p.blocks[2];
     }
     float t_exit = 3.0e38f;
     const int stride[3] = {p.blocks[1] * p.blocks[2], p.blocks[2], 1};
-    h.block = 0;
+    int block = 0;
     for (int c = 0; c < 3; ++c) {
         const float q = h.q[c], dq = h.dq[c];
         const int blk = min(max((int)((q + 0.5f) * inv_block), 0), p.blocks[c] - 1);
-        h.block += blk * stride[c];
+        block += blk * stride[c];
         const int32_t step = dq > 0.0f ? 1 : (dq < 0.0f ? -1 : 0);
-        h.block_step[c] = step * stride[c];
-        h.blocks_left[c] = xsim::faces_left(step, p.blocks[c], blk);
+        f.block_step[c][lane] = step * stride[c];
+        f.blocks_left[c][lane] = xsim::faces_left(step, p.blocks[c], blk);
         // Without branches: the sign of a direction after a scatter is a coin toss for the branch predictor.
         // Both divisions are those of a branch per sign (b / |dq| = -b / dq for dq < 0, exactly).
         const bool pos = dq > 0.0f, moving = step != 0;
@@ -278,38 +311,60 @@ static __device__ void start_flight(const McTransportParams& p, History& h) {
         const float next_face = (pos ? (blk + 1) * block_f : blk * block_f) - 0.5f;
         const float t_exit_axis = (exit_face - q) / dq, t_next = (next_face - q) / dq;
         t_exit = moving ? min_f(t_exit, t_exit_axis) : t_exit;
-        h.t_next[c] = moving ? t_next : 3.0e38f;
-        h.t_delta[c] = moving ? block_f / fabsf(dq) : 3.0e38f;
+        f.t_next[c][lane] = moving ? t_next : 3.0e38f;
+        f.t_delta[c][lane] = moving ? block_f / fabsf(dq) : 3.0e38f;
     }
-    h.t_exit = max_f(t_exit, 0.0f);
-    h.majorant = h.majorants[h.block];
-    h.inv_majorant = h.inv_majorants[h.block];
-    h.t = 0.0f;
-    h.tau = -logf(h.rng.uniform_pos());
+    f.block[lane] = block;
+    f.t_exit[lane] = max_f(t_exit, 0.0f);
+    f.majorant[lane] = p.majorant_per_mm[f.row[lane] + block];
+    f.inv_majorant[lane] = p.inv_majorant_mm[f.row[lane] + block];
+    f.t[lane] = 0.0f;
+    f.tau[lane] = -logf(h.rng.uniform_pos());
     h.phase = kWalk;
 }
 
 // Move the photon by the flight distance t (to a real interaction, or out of the grid).
-static __device__ void end_flight(History& h) {
+static __device__ void end_flight(History& h, float t) {
     for (int c = 0; c < 3; ++c) {
-        h.ph.pos[c] += h.t * h.ph.dir[c];
-        h.q[c] += h.t * h.dq[c];
+        h.ph.pos[c] += t * h.ph.dir[c];
+        h.q[c] += t * h.dq[c];
     }
 }
 
+// The walk of a lane's flight has ended: at a tentative collision (phase kTest, in voxel h.voxel), or out of
+// the grid, the photon on the box's face (phase kSegment).
+static __device__ void end_walk(const McTransportParams& p, History& h, const Flights& f, int lane, bool collided) {
+    const float t = f.t[lane];
+    if (!collided) {
+        end_flight(h, t);
+        h.may_enter = false;
+        h.phase = kSegment;
+        return;
+    }
+    const int n[3] = {p.grid.n[0], p.grid.n[1], p.grid.n[2]};
+    int idx[3];
+    for (int c = 0; c < 3; ++c)
+        idx[c] = min(max((int)(h.q[c] + t * h.dq[c] + 0.5f), 0), n[c] - 1);  // rounding at a face
+    h.voxel = (idx[0] * n[1] + idx[1]) * n[2] + idx[2];
+    h.phase = kTest;
+}
+
 // Walk the blocks (like voxels, Amanatides & Woo 1987) until the optical depth left runs out inside one: the
-// tentative collision, whose voxel is then h.voxel (phase kTest). A block the flight crosses without a
-// collision takes (face - t) mu_max of the depth; an empty block (majorant 0) takes none. Leaving the grid
-// ends the flight with the photon on the box's face (phase kSegment).
-static __device__ void walk_blocks(const McTransportParams& p, History& h) {
-    // The walk in scalars, the axis chosen by selects: h is reached through a reference, and indexing its
-    // arrays by the axis would keep them in memory, a store-to-load wait on every crossing.
-    float t = h.t, tau = h.tau, majorant = h.majorant, inv_majorant = h.inv_majorant;
-    float tx = h.t_next[0], ty = h.t_next[1], tz = h.t_next[2];
-    const float dx = h.t_delta[0], dy = h.t_delta[1], dz = h.t_delta[2];
-    int left_x = h.blocks_left[0], left_y = h.blocks_left[1], left_z = h.blocks_left[2];
-    const float t_exit = h.t_exit;
-    int block = h.block;
+// tentative collision (returns true, lane state at that point); or until the flight leaves the grid (false,
+// t at the box's face). A block the flight crosses without a collision takes (face - t) mu_max of the depth;
+// an empty block (majorant 0) takes none.
+static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int lane) {
+    // The walk in scalars, the axis chosen by selects: indexing the lane's arrays by the axis would keep them in
+    // memory, a store-to-load wait on every crossing.
+    float t = f.t[lane], tau = f.tau[lane], majorant = f.majorant[lane], inv_majorant = f.inv_majorant[lane];
+    float tx = f.t_next[0][lane], ty = f.t_next[1][lane], tz = f.t_next[2][lane];
+    const float dx = f.t_delta[0][lane], dy = f.t_delta[1][lane], dz = f.t_delta[2][lane];
+    int left_x = f.blocks_left[0][lane], left_y = f.blocks_left[1][lane], left_z = f.blocks_left[2][lane];
+    const int step_x = f.block_step[0][lane], step_y = f.block_step[1][lane], step_z = f.block_step[2][lane];
+    const float t_exit = f.t_exit[lane];
+    const float* majorants = p.majorant_per_mm + f.row[lane];
+    const float* inv_majorants = p.inv_majorant_mm + f.row[lane];
+    int block = f.block[lane];
     for (;;) {
         bool pick_x, pick_y, pick_z;
         const float t_face = min_f(xsim::nearest_face(tx, ty, tz, pick_x, pick_y, pick_z), t_exit);
@@ -323,47 +378,39 @@ static __device__ void walk_blocks(const McTransportParams& p, History& h) {
         t = t_face;
         const int left = pick_x ? left_x : (pick_y ? left_y : left_z);
         if (t_face >= t_exit || left == 0) {
-            h.t = t;
-            end_flight(h);
-            h.may_enter = false;
-            h.phase = kSegment;
-            return;
+            f.t[lane] = t;
+            return false;
         }
         left_x -= pick_x;
         left_y -= pick_y;
         left_z -= pick_z;
-        block += pick_x ? h.block_step[0] : (pick_y ? h.block_step[1] : h.block_step[2]);
+        block += pick_x ? step_x : (pick_y ? step_y : step_z);
         tx += pick_x ? dx : 0.0f;
         ty += pick_y ? dy : 0.0f;
         tz += pick_z ? dz : 0.0f;
-        majorant = h.majorants[block];
-        inv_majorant = h.inv_majorants[block];
+        majorant = majorants[block];
+        inv_majorant = inv_majorants[block];
     }
-    h.t = t;
-    h.tau = tau;
-    h.majorant = majorant;
-    h.inv_majorant = inv_majorant;
-    h.block = block;
-    h.t_next[0] = tx, h.t_next[1] = ty, h.t_next[2] = tz;
-    h.blocks_left[0] = left_x, h.blocks_left[1] = left_y, h.blocks_left[2] = left_z;
-    const int n[3] = {p.grid.n[0], p.grid.n[1], p.grid.n[2]};
-    int idx[3];
-    for (int c = 0; c < 3; ++c)
-        idx[c] = min(max((int)(h.q[c] + t * h.dq[c] + 0.5f), 0), n[c] - 1);  // rounding at a face
-    h.voxel = (idx[0] * n[1] + idx[1]) * n[2] + idx[2];
-    h.phase = kTest;
+    f.t[lane] = t;
+    f.tau[lane] = tau;
+    f.majorant[lane] = majorant;
+    f.inv_majorant[lane] = inv_majorant;
+    f.block[lane] = block;
+    f.t_next[0][lane] = tx, f.t_next[1][lane] = ty, f.t_next[2][lane] = tz;
+    f.blocks_left[0][lane] = left_x, f.blocks_left[1][lane] = left_y, f.blocks_left[2][lane] = left_z;
+    return true;
 }
 
 // The tentative collision: real with probability mu(E, voxel) / mu_max (phase kInteract, the photon moved
 // there), otherwise a null collision and the flight goes on with a new optical depth (phase kWalk).
-static __device__ void test_collision(const McTransportParams& p, History& h) {
+static __device__ void test_collision(const McTransportParams& p, History& h, Flights& f, int lane) {
     unpack_voxel(p.voxels[h.voxel], &h.rho, &h.m);
     h.mu = xs_lookup(p.xs, h.m, p.n_e, h.e, 0) * h.rho;
-    if (h.rng.uniform() * h.majorant < h.mu) {
-        end_flight(h);
+    if (h.rng.uniform() * f.majorant[lane] < h.mu) {
+        end_flight(h, f.t[lane]);
         h.phase = kInteract;
     } else {
-        h.tau = -logf(h.rng.uniform_pos());
+        f.tau[lane] = -logf(h.rng.uniform_pos());
         h.phase = kWalk;
     }
 }
@@ -481,22 +528,27 @@ static __device__ void finish_history(const McTransportParams& p, const History&
 
 // Run history h up to its next access to memory that is likely to miss the cache (the voxel word of a
 // tentative collision, the voxel's deposit tally before a real interaction, the image word of a detected
-// photon) and return that address; or to its end (energy bookkeeping done) and return null. The next call
-// continues from there.
-static __device__ const void* advance(const McTransportParams& p, History& h) {
+// photon) and return that address; or to its end (energy bookkeeping done, phase kDone) and return null. With
+// MC_VECTOR_WALK it also stops, returning null, at the start of a walk (phase kWalk): the caller walks the
+// lanes together (walk_lanes). The next call continues from there.
+static __device__ const void* advance(const McTransportParams& p, History& h, Flights& f, int lane) {
     for (;;) {
         switch (h.phase) {
             case kSegment:
                 world_segment(p, h);
                 if (h.phase == kScore) return &p.images[h.image_word];
                 break;
-            case kFlight: start_flight(p, h); break;
+            case kFlight: start_flight(p, h, f, lane); break;
             case kWalk:
-                walk_blocks(p, h);
+#if MC_VECTOR_WALK
+                return nullptr;
+#else
+                end_walk(p, h, f, lane, walk_blocks(p, f, lane));
                 if (h.phase == kTest) return &p.voxels[h.voxel];
                 break;
+#endif
             case kTest:
-                test_collision(p, h);
+                test_collision(p, h, f, lane);
                 if (h.phase == kInteract && p.deposit) return &p.deposit[h.voxel];
                 break;
             case kInteract: interact_in_phantom(p, h); break;
@@ -511,6 +563,91 @@ static __device__ const void* advance(const McTransportParams& p, History& h) {
     }
 }
 
+#if MC_VECTOR_WALK
+// The block walks of the lanes in `lanes` (a bit per lane), all 16 in one AVX-512 register per field: each
+// lane makes walk_blocks' compares and selects and its float operations in the same order (the build uses
+// -ffp-contract=off, so neither side fuses a multiply-add), and so ends where walk_blocks would, with the same
+// bits (the tests compare the two). Why: a lone walk decides at every block whether the flight ends in it, an
+// outcome the branch predictor cannot know; in lanes it is a mask. Returns the lanes that reached a tentative
+// collision; the others left the grid.
+static inline uint32_t walk_lanes(const McTransportParams& p, Flights& f, uint32_t lanes) {
+    static_assert(MC_LANES == 16, "a lane per float of an AVX-512 register");
+    __m512 t = _mm512_loadu_ps(f.t), tau = _mm512_loadu_ps(f.tau);
+    __m512 majorant = _mm512_loadu_ps(f.majorant), inv_majorant = _mm512_loadu_ps(f.inv_majorant);
+    __m512 tx = _mm512_loadu_ps(f.t_next[0]), ty = _mm512_loadu_ps(f.t_next[1]), tz = _mm512_loadu_ps(f.t_next[2]);
+    const __m512 dx = _mm512_loadu_ps(f.t_delta[0]), dy = _mm512_loadu_ps(f.t_delta[1]),
+                 dz = _mm512_loadu_ps(f.t_delta[2]);
+    __m512i left_x = _mm512_loadu_si512(f.blocks_left[0]), left_y = _mm512_loadu_si512(f.blocks_left[1]),
+            left_z = _mm512_loadu_si512(f.blocks_left[2]);
+    const __m512i step_x = _mm512_loadu_si512(f.block_step[0]), step_y = _mm512_loadu_si512(f.block_step[1]),
+                  step_z = _mm512_loadu_si512(f.block_step[2]);
+    __m512i block = _mm512_loadu_si512(f.block);
+    const __m512i row = _mm512_loadu_si512(f.row);
+    const __m512 t_exit = _mm512_loadu_ps(f.t_exit);
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), none = _mm512_set1_ps(3.0e38f);
+    const __m512i zero_i = _mm512_setzero_si512(), one_i = _mm512_set1_epi32(1);
+    __mmask16 walking = (__mmask16)lanes, collided = 0;
+    for (;;) {
+        // xsim::nearest_face and min_f, lane by lane
+        const __mmask16 x_before_y = _mm512_cmp_ps_mask(tx, ty, _CMP_LT_OQ);
+        const __m512 t_xy = _mm512_mask_blend_ps(x_before_y, ty, tx);
+        const __mmask16 pick_z = _mm512_cmp_ps_mask(t_xy, tz, _CMP_NLT_UQ);
+        const __mmask16 pick_x = (__mmask16)(~pick_z & x_before_y), pick_y = (__mmask16)(~pick_z & ~x_before_y);
+        const __m512 nearest = _mm512_mask_blend_ps(pick_z, t_xy, tz);
+        const __m512 t_face = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(nearest, t_exit, _CMP_LT_OQ), t_exit, nearest);
+        // The block behind that face and its majorant, read before it is known whether the flight gets there:
+        // the gather's wait then overlaps the test below.
+        const __m512i left = _mm512_mask_blend_epi32(pick_x, _mm512_mask_blend_epi32(pick_y, left_z, left_y), left_x);
+        const __m512i step = _mm512_mask_blend_epi32(pick_x, _mm512_mask_blend_epi32(pick_y, step_z, step_y), step_x);
+        const __m512i next_block = _mm512_add_epi32(block, step);
+        const __mmask16 inside = (__mmask16)(walking & _mm512_cmpneq_epi32_mask(left, zero_i));
+        const __m512 next_majorant =
+            _mm512_mask_i32gather_ps(majorant, inside, _mm512_add_epi32(row, next_block), p.majorant_per_mm, 4);
+        // the flight ends in this block when t + tau / mu_max comes before the face
+        const __m512 s = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(majorant, zero, _CMP_GT_OQ), none,
+                                              _mm512_mul_ps(tau, inv_majorant));
+        const __m512 t_s = _mm512_add_ps(t, s);
+        const __mmask16 hit = (__mmask16)(walking & _mm512_cmp_ps_mask(t_s, t_face, _CMP_LT_OQ));
+        t = _mm512_mask_mov_ps(t, hit, t_s);
+        collided = (__mmask16)(collided | hit);
+        walking = (__mmask16)(walking & ~hit);
+        if (!walking) break;
+        // the others cross the face: tau = max_f(tau - (t_face - t) majorant, 0), t = t_face
+        const __m512 tau_face = _mm512_sub_ps(tau, _mm512_mul_ps(_mm512_sub_ps(t_face, t), majorant));
+        tau = _mm512_mask_mov_ps(tau, walking,
+                                 _mm512_mask_blend_ps(_mm512_cmp_ps_mask(tau_face, zero, _CMP_GT_OQ), zero, tau_face));
+        t = _mm512_mask_mov_ps(t, walking, t_face);
+        const __mmask16 out = (__mmask16)(walking & (_mm512_cmp_ps_mask(t_face, t_exit, _CMP_GE_OQ) |
+                                                     _mm512_cmpeq_epi32_mask(left, zero_i)));
+        walking = (__mmask16)(walking & ~out);
+        if (!walking) break;
+        left_x = _mm512_mask_sub_epi32(left_x, (__mmask16)(walking & pick_x), left_x, one_i);
+        left_y = _mm512_mask_sub_epi32(left_y, (__mmask16)(walking & pick_y), left_y, one_i);
+        left_z = _mm512_mask_sub_epi32(left_z, (__mmask16)(walking & pick_z), left_z, one_i);
+        block = _mm512_mask_mov_epi32(block, walking, next_block);
+        // tx += pick_x ? dx : 0 (an added zero, as in walk_blocks)
+        tx = _mm512_mask_add_ps(tx, walking, tx, _mm512_maskz_mov_ps(pick_x, dx));
+        ty = _mm512_mask_add_ps(ty, walking, ty, _mm512_maskz_mov_ps(pick_y, dy));
+        tz = _mm512_mask_add_ps(tz, walking, tz, _mm512_maskz_mov_ps(pick_z, dz));
+        // the table's inverse is this IEEE division (RegionMajorants), used only where the majorant is > 0
+        majorant = _mm512_mask_mov_ps(majorant, walking, next_majorant);
+        inv_majorant = _mm512_mask_div_ps(inv_majorant, walking, one, majorant);
+    }
+    _mm512_storeu_ps(f.t, t);
+    _mm512_storeu_ps(f.tau, tau);
+    _mm512_storeu_ps(f.majorant, majorant);
+    _mm512_storeu_ps(f.inv_majorant, inv_majorant);
+    _mm512_storeu_ps(f.t_next[0], tx);
+    _mm512_storeu_ps(f.t_next[1], ty);
+    _mm512_storeu_ps(f.t_next[2], tz);
+    _mm512_storeu_si512(f.blocks_left[0], left_x);
+    _mm512_storeu_si512(f.blocks_left[1], left_y);
+    _mm512_storeu_si512(f.blocks_left[2], left_z);
+    _mm512_storeu_si512(f.block, block);
+    return collided;
+}
+#endif
+
 }  // namespace mc
 }  // namespace xsim
 
@@ -518,48 +655,72 @@ static __device__ const void* advance(const McTransportParams& p, History& h) {
 // and one history has nothing to do while that read misses the cache: the next step needs it. So the host keeps
 // MC_INTERLEAVE histories in flight: each runs to its next such read, prefetches it and hands over to the next,
 // which by its turn has its own data in the cache. The same holds for the tallies a history adds to (a voxel's
-// deposit, a pixel's image word): an atomic add waits for its cache line. Index i (a multiple of MC_GROUP) runs
-// photons i .. i + MC_GROUP - 1, a slot taking the next photon when its history ends. Each photon still draws from
-// its own stream and tallies are fixed point, so the results are those of one history at a time, bit for bit.
+// deposit, a pixel's image word): an atomic add waits for its cache line. With MC_VECTOR_WALK the histories run
+// in rounds, in MC_SETS sets of 16 taken in turns: in a set's round each history runs to such an access or to
+// the start of a block walk, then the set's walks go together in vector lanes (walk_lanes) and prefetch the
+// voxels they reach, which the set reads in its next round, after the other set's. Index i (a multiple of
+// MC_GROUP) runs photons i .. i + MC_GROUP - 1, a slot taking the next photon when its history ends. Each photon
+// still draws from its own stream and tallies are fixed point, so the results are those of one history at a
+// time, bit for bit.
 
 __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
     using namespace xsim::mc;
 #if defined(XSIM_HOST) && MC_INTERLEAVE > 1
     if (i % MC_GROUP != 0) return;
     const uint64_t end = min(i + (uint64_t)MC_GROUP, p.n_photons);
-    History h[MC_INTERLEAVE];
-    bool live[MC_INTERLEAVE];
+    History h[MC_SETS][MC_LANES];
+    Flights f[MC_SETS];
+    bool live[MC_SETS][MC_LANES];
     uint64_t next = i;
     int n_live = 0;
-    for (int s = 0; s < MC_INTERLEAVE; ++s) {
-        live[s] = next < end;
-        if (live[s]) {
-            start_history(p, p.first_photon + next++, h[s]);
-            ++n_live;
+    for (int g = 0; g < MC_SETS; ++g) {
+        for (int s = 0; s < MC_LANES; ++s) {
+            live[g][s] = next < end;
+            if (live[g][s]) {
+                start_history(p, p.first_photon + next++, h[g][s]);
+                ++n_live;
+            }
         }
     }
     while (n_live > 0) {
-        for (int s = 0; s < MC_INTERLEAVE; ++s) {
-            if (!live[s]) continue;
-            const void* address = advance(p, h[s]);
-            if (address) {
-                if (h[s].phase == kInteract || h[s].phase == kScore)
-                    __builtin_prefetch(address, 1, 3);  // a deposit tally or image word, about to be added to
-                else
-                    __builtin_prefetch(address, 0, 3);  // a voxel word, read only
-            } else if (next < end) {
-                start_history(p, p.first_photon + next++, h[s]);
-            } else {
-                live[s] = false;
-                --n_live;
+        for (int g = 0; g < MC_SETS; ++g) {
+            uint32_t walking = 0;
+            for (int s = 0; s < MC_LANES; ++s) {
+                if (!live[g][s]) continue;
+                History& hs = h[g][s];
+                const void* address = advance(p, hs, f[g], s);
+                if (address) {
+                    if (hs.phase == kInteract || hs.phase == kScore)
+                        __builtin_prefetch(address, 1, 3);  // a deposit tally or image word, about to be added to
+                    else
+                        __builtin_prefetch(address, 0, 3);  // a voxel word, read only
+                } else if (hs.phase == kWalk) {
+                    walking |= 1u << s;
+                } else if (next < end) {
+                    start_history(p, p.first_photon + next++, hs);
+                } else {
+                    live[g][s] = false;
+                    --n_live;
+                }
             }
+#if MC_VECTOR_WALK
+            if (walking) {
+                const uint32_t collided = walk_lanes(p, f[g], walking);
+                for (uint32_t w = walking; w; w &= w - 1) {
+                    const int s = __builtin_ctz(w);
+                    end_walk(p, h[g][s], f[g], s, (collided >> s) & 1u);
+                    if (h[g][s].phase == kTest) __builtin_prefetch(&p.voxels[h[g][s].voxel], 0, 3);
+                }
+            }
+#endif
         }
     }
 #else
     if (i >= p.n_photons) return;
     History h;
+    Flights f;
     start_history(p, p.first_photon + i, h);
-    while (advance(p, h)) {
+    while (advance(p, h, f, 0)) {
     }
 #endif
 }

@@ -103,10 +103,12 @@ def test_thread_count_does_not_change_any_bit(small_thorax, small_camera):
 
 
 def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera):
-    # On the host each thread keeps MC_INTERLEAVE histories in flight (kernels/mc_transport.cu); every photon
-    # still draws from its own stream, so the build running one history at a time (the GPU's way) must give
-    # the same tallies bit for bit. A photon count that is no multiple of the group, a grid and an air world
-    # exercise every phase of the state machine; two interleave depths and group sizes.
+    # On the host each thread keeps MC_INTERLEAVE histories in flight (kernels/mc_transport.cu) and, with
+    # AVX-512, walks their flights 16 at a time in vector lanes; every photon still draws from its own stream
+    # and each lane makes the scalar walk's float operations, so the build running one history at a time (the
+    # GPU's way) must give the same tallies bit for bit. A photon count that is no multiple of the group, a
+    # grid and an air world exercise every phase of the state machine; the default build (vector walk where
+    # the CPU has AVX-512), the scalar walk over 16 lanes, and another interleave depth and group size.
     from xsim import montecarlo
 
     kw = dict(spectrum=Spectrum.tungsten(80), photons=20011, seed=7, batches=2, progress=False, backend="cpu",
@@ -118,7 +120,7 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
 
     one = run(MC_INTERLEAVE=1)
     assert one.multiple.sum() > 0 and one.rayleigh.sum() > 0
-    for defines in ({}, {"MC_INTERLEAVE": 3, "MC_GROUP": 50}):
+    for defines in ({}, {"MC_INTERLEAVE": 16, "MC_SCALAR_WALK": 1}, {"MC_INTERLEAVE": 3, "MC_GROUP": 50}):
         other = run(**defines)
         for kind in IMAGE_KINDS:
             assert np.array_equal(getattr(one, kind), getattr(other, kind))
