@@ -71,6 +71,11 @@
 #ifndef MC_SETS
 #define MC_SETS (MC_VECTOR_WALK ? 2 : 1)
 #endif
+// MC_WALK_STEPS: blocks a vector walk takes at most per round. A flight that crosses many blocks (into the
+// phantom through its air) would hold the other lanes idle; capped, it goes on in the next round, with them.
+#ifndef MC_WALK_STEPS
+#define MC_WALK_STEPS 4
+#endif
 
 // The transport's functions are static: with external linkage a -fPIC host build must call them through the
 // PLT and may not inline them (another library could interpose them), ~5 % of the kernel's time.
@@ -569,8 +574,9 @@ static __device__ const void* advance(const McTransportParams& p, History& h, Fl
 // -ffp-contract=off, so neither side fuses a multiply-add), and so ends where walk_blocks would, with the same
 // bits (the tests compare the two). Why: a lone walk decides at every block whether the flight ends in it, an
 // outcome the branch predictor cannot know; in lanes it is a mask. Returns the lanes that reached a tentative
-// collision; the others left the grid.
-static inline uint32_t walk_lanes(const McTransportParams& p, Flights& f, uint32_t lanes) {
+// collision; *unfinished receives those still walking after MC_WALK_STEPS blocks (their state saved, the next
+// call goes on), and the others left the grid.
+static inline uint32_t walk_lanes(const McTransportParams& p, Flights& f, uint32_t lanes, uint32_t* unfinished) {
     static_assert(MC_LANES == 16, "a lane per float of an AVX-512 register");
     __m512 t = _mm512_loadu_ps(f.t), tau = _mm512_loadu_ps(f.tau);
     __m512 majorant = _mm512_loadu_ps(f.majorant), inv_majorant = _mm512_loadu_ps(f.inv_majorant);
@@ -587,7 +593,7 @@ static inline uint32_t walk_lanes(const McTransportParams& p, Flights& f, uint32
     const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), none = _mm512_set1_ps(3.0e38f);
     const __m512i zero_i = _mm512_setzero_si512(), one_i = _mm512_set1_epi32(1);
     __mmask16 walking = (__mmask16)lanes, collided = 0;
-    for (;;) {
+    for (int steps = 0; steps < MC_WALK_STEPS; ++steps) {
         // xsim::nearest_face and min_f, lane by lane
         const __mmask16 x_before_y = _mm512_cmp_ps_mask(tx, ty, _CMP_LT_OQ);
         const __m512 t_xy = _mm512_mask_blend_ps(x_before_y, ty, tx);
@@ -644,6 +650,7 @@ static inline uint32_t walk_lanes(const McTransportParams& p, Flights& f, uint32
     _mm512_storeu_si512(f.blocks_left[1], left_y);
     _mm512_storeu_si512(f.blocks_left[2], left_z);
     _mm512_storeu_si512(f.block, block);
+    *unfinished = walking;
     return collided;
 }
 #endif
@@ -705,8 +712,9 @@ __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
             }
 #if MC_VECTOR_WALK
             if (walking) {
-                const uint32_t collided = walk_lanes(p, f[g], walking);
-                for (uint32_t w = walking; w; w &= w - 1) {
+                uint32_t unfinished;
+                const uint32_t collided = walk_lanes(p, f[g], walking, &unfinished);
+                for (uint32_t w = walking & ~unfinished; w; w &= w - 1) {
                     const int s = __builtin_ctz(w);
                     end_walk(p, h[g][s], f[g], s, (collided >> s) & 1u);
                     if (h[g][s].phase == kTest) __builtin_prefetch(&p.voxels[h[g][s].voxel], 0, 3);

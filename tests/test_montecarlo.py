@@ -108,7 +108,8 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
     # and each lane makes the scalar walk's float operations, so the build running one history at a time (the
     # GPU's way) must give the same tallies bit for bit. A photon count that is no multiple of the group, a
     # grid and an air world exercise every phase of the state machine; the default build (vector walk where
-    # the CPU has AVX-512), the scalar walk over 16 lanes, and another interleave depth and group size.
+    # the CPU has AVX-512), with a vector walk of one block per round, the scalar walk over 16 lanes, and another
+    # interleave depth and group size.
     from xsim import montecarlo
 
     kw = dict(spectrum=Spectrum.tungsten(80), photons=20011, seed=7, batches=2, progress=False, backend="cpu",
@@ -120,7 +121,8 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
 
     one = run(MC_INTERLEAVE=1)
     assert one.multiple.sum() > 0 and one.rayleigh.sum() > 0
-    for defines in ({}, {"MC_INTERLEAVE": 16, "MC_SCALAR_WALK": 1}, {"MC_INTERLEAVE": 3, "MC_GROUP": 50}):
+    for defines in ({}, {"MC_WALK_STEPS": 1}, {"MC_INTERLEAVE": 16, "MC_SCALAR_WALK": 1},
+                    {"MC_INTERLEAVE": 3, "MC_GROUP": 50}):
         other = run(**defines)
         for kind in IMAGE_KINDS:
             assert np.array_equal(getattr(one, kind), getattr(other, kind))
