@@ -2,8 +2,8 @@
 // (the xsim reference path; physics and units in docs/monte_carlo.md, driver xsim/montecarlo.py).
 //
 // Photon k of a launch is a history with its own Philox stream (seed, first_photon + k). On the GPU index i runs
-// photon i to its end; on the host index i runs photons i .. i + MC_GROUP - 1, several interleaved per thread
-// (mc_transport_body):
+// photon i to its end; on the host index i runs photons i .. i + MC_GROUP - 1, several interleaved per thread,
+// their block walks in AVX-512 lanes where the CPU has them (mc_transport_body, walk_lanes):
 //   source  point focal spot, direction uniform in solid angle over the detector rectangle, energy from the
 //           spectrum by the alias method;
 //   phantom Woodcock (delta) tracking (W. Woodcock et al., ANL-7050, 1965) with region majorants: the grid
