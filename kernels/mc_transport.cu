@@ -676,7 +676,7 @@ __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
     if (i % MC_GROUP != 0) return;
     const uint64_t end = min(i + (uint64_t)MC_GROUP, p.n_photons);
     History h[MC_SETS][MC_LANES];
-    Flights f[MC_SETS];
+    Flights f[MC_SETS] = {};  // zeroed: the vector walk also loads (and masks off) lanes with no flight
     bool live[MC_SETS][MC_LANES];
     uint64_t next = i;
     int n_live = 0;
