@@ -336,15 +336,17 @@ static __device__ void end_flight(History& h, float t) {
     }
 }
 
-// The walk of a lane's flight has ended: at a tentative collision (phase kTest, in voxel h.voxel), or out of
-// the grid, the photon on the box's face (phase kSegment).
-static __device__ void end_walk(const McTransportParams& p, History& h, const Flights& f, int lane, bool collided) {
+// The walk of a lane's flight has ended: at a tentative collision (phase kTest, in voxel h.voxel; returns that
+// voxel's word, the next read, to prefetch), or out of the grid, the photon on the box's face (phase kSegment;
+// returns null).
+static __device__ const void* end_walk(const McTransportParams& p, History& h, const Flights& f, int lane,
+                                       bool collided) {
     const float t = f.t[lane];
     if (!collided) {
         end_flight(h, t);
         h.may_enter = false;
         h.phase = kSegment;
-        return;
+        return nullptr;
     }
     const int n[3] = {p.grid.n[0], p.grid.n[1], p.grid.n[2]};
     int idx[3];
@@ -352,6 +354,7 @@ static __device__ void end_walk(const McTransportParams& p, History& h, const Fl
         idx[c] = min(max((int)(h.q[c] + t * h.dq[c] + 0.5f), 0), n[c] - 1);  // rounding at a face
     h.voxel = (idx[0] * n[1] + idx[1]) * n[2] + idx[2];
     h.phase = kTest;
+    return &p.voxels[h.voxel];
 }
 
 // Walk the blocks (like voxels, Amanatides & Woo 1987) until the optical depth left runs out inside one: the
@@ -548,8 +551,7 @@ static __device__ const void* advance(const McTransportParams& p, History& h, Fl
 #if MC_VECTOR_WALK
                 return nullptr;
 #else
-                end_walk(p, h, f, lane, walk_blocks(p, f, lane));
-                if (h.phase == kTest) return &p.voxels[h.voxel];
+                if (const void* voxel_word = end_walk(p, h, f, lane, walk_blocks(p, f, lane))) return voxel_word;
                 break;
 #endif
             case kTest:
@@ -716,8 +718,8 @@ __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
                 const uint32_t collided = walk_lanes(p, f[g], walking, &unfinished);
                 for (uint32_t w = walking & ~unfinished; w; w &= w - 1) {
                     const int s = __builtin_ctz(w);
-                    end_walk(p, h[g][s], f[g], s, (collided >> s) & 1u);
-                    if (h[g][s].phase == kTest) __builtin_prefetch(&p.voxels[h[g][s].voxel], 0, 3);
+                    if (const void* voxel_word = end_walk(p, h[g][s], f[g], s, (collided >> s) & 1u))
+                        __builtin_prefetch(voxel_word, 0, 3);
                 }
             }
 #endif
