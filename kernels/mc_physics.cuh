@@ -40,12 +40,14 @@ XSIM_FN EnergyIndex energy_index(float energy_keV, float e_min_keV, float inv_de
 // Linear interpolation of column c of the 4-column table row block of material m.
 XSIM_FN float xs_lookup(const float* xs, int m, int n_e, EnergyIndex e, int c) {
     const float* row = xs + ((size_t)m * n_e + e.k) * 4 + c;
-    return row[0] + e.f * (row[4] - row[0]);
+    const float lo = ldg(row), hi = ldg(row + 4);
+    return lo + e.f * (hi - lo);
 }
 
 // Linear interpolation of a one-column table on the energy grid (majorant, detector response).
 XSIM_FN float grid_lookup(const float* table, EnergyIndex e) {
-    return table[e.k] + e.f * (table[e.k + 1] - table[e.k]);
+    const float lo = ldg(table + e.k), hi = ldg(table + e.k + 1);
+    return lo + e.f * (hi - lo);
 }
 
 // Compton scattering: Klein-Nishina x S(x, Z).
@@ -84,7 +86,8 @@ XSIM_FN float sample_compton(float energy_keV, const float* s_row, float inv_dx,
         float t = x * inv_dx;
         t = min_f(t, (float)(n_x - 1) - 1e-3f);
         const int j = (int)t;
-        const float s = s_row[j] + (t - (float)j) * (s_row[j + 1] - s_row[j]);
+        const float s_lo = ldg(s_row + j), s_hi = ldg(s_row + j + 1);
+        const float s = s_lo + (t - (float)j) * (s_hi - s_lo);
         if (rng.uniform() >= s) continue;
         *scattered_keV = energy_keV * tau;
         return 1.0f - one_minus_cos;
@@ -104,16 +107,18 @@ XSIM_FN float sample_rayleigh(float energy_keV, const float* cum_row, float dx, 
     float t = min_f(x_max / dx, (float)(n_x - 1) - 1e-3f);
     const int j_max = (int)t;
     const float x2_lo = (j_max * dx) * (j_max * dx), x2_hi = ((j_max + 1) * dx) * ((j_max + 1) * dx);
-    const float a_max = cum_row[j_max] + (x2_max - x2_lo) / (x2_hi - x2_lo) * (cum_row[j_max + 1] - cum_row[j_max]);
+    const float cum_lo = ldg(cum_row + j_max), cum_hi = ldg(cum_row + j_max + 1);
+    const float a_max = cum_lo + (x2_max - x2_lo) / (x2_hi - x2_lo) * (cum_hi - cum_lo);
     for (;;) {
         const float c = rng.uniform() * a_max;
         int lo = 0, hi = j_max + 1;  // invariant: cum[lo] <= c < cum[hi] (c < a_max <= cum[j_max + 1])
         while (hi - lo > 1) {
             const int mid = (lo + hi) >> 1;
-            if (cum_row[mid] <= c) lo = mid; else hi = mid;
+            if (ldg(cum_row + mid) <= c) lo = mid; else hi = mid;
         }
         const float b_lo = (lo * dx) * (lo * dx), b_hi = ((lo + 1) * dx) * ((lo + 1) * dx);
-        const float x2 = b_lo + (c - cum_row[lo]) / (cum_row[lo + 1] - cum_row[lo]) * (b_hi - b_lo);
+        const float c_lo = ldg(cum_row + lo), c_hi = ldg(cum_row + lo + 1);
+        const float x2 = b_lo + (c - c_lo) / (c_hi - c_lo) * (b_hi - b_lo);
         const float cos_theta = max_f(1.0f - 2.0f * x2 / x2_max, -1.0f);
         if (2.0f * rng.uniform() < 1.0f + cos_theta * cos_theta) return cos_theta;
     }
@@ -124,7 +129,7 @@ XSIM_FN float sample_rayleigh(float energy_keV, const float* cum_row, float dx, 
 XSIM_FN void rotate_direction(float& u, float& v, float& w, float cos_theta, Philox& rng) {
     const float sin_theta = sqrtf(max_f(1.0f - cos_theta * cos_theta, 0.0f));
     float sin_phi, cos_phi;
-    sincosf(6.28318530717958648f * rng.uniform(), &sin_phi, &cos_phi);
+    sincos_2pi(rng.uniform(), &sin_phi, &cos_phi);
     const float rho_sq = u * u + v * v;
     float nu, nv, nw;
     if (rho_sq > 1e-10f) {
@@ -161,7 +166,7 @@ XSIM_FN void unpack_voxel(uint32_t word, float* density_g_cm3, int* material) {
 // bin j = floor(u n), kept with probability prob[j], else replaced by alias[j].
 XSIM_FN int sample_alias(const float* prob, const int32_t* alias, int n, Philox& rng) {
     const int j = min((int)(rng.uniform() * (float)n), n - 1);
-    return rng.uniform() < prob[j] ? j : alias[j];
+    return rng.uniform() < ldg(prob + j) ? j : ldg(alias + j);
 }
 
 }  // namespace mc

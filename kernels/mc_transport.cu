@@ -52,10 +52,28 @@
 #include "mc_source.cuh"
 #include "xsim_geometry.cuh"
 
+// MC_PERSISTENT: the GPU's structure, its default there (the host builds it for the tests): persistent threads,
+// each running photons one after another through one loop that takes every phase of the state machine in
+// order, a photon ending and the next starting within the same pass (mc_transport_slot). MC_CUDA_THREADS and
+// MC_CUDA_MIN_BLOCKS: the block size and the blocks per multiprocessor the register budget is set for.
+#ifndef MC_PERSISTENT
+#if defined(XSIM_CUDA)
+#define MC_PERSISTENT 1
+#else
+#define MC_PERSISTENT 0
+#endif
+#endif
+#ifndef MC_CUDA_THREADS
+#define MC_CUDA_THREADS 256
+#endif
+#ifndef MC_CUDA_MIN_BLOCKS
+#define MC_CUDA_MIN_BLOCKS 3
+#endif
+
 // MC_LANES: histories a thread runs at once (their flights in lanes, FlightLanes). MC_VECTOR_WALK: the host
 // walks the flights of 16 lanes together in AVX-512 registers (walk_lanes) rather than one at a time
 // (walk_blocks); MC_SCALAR_WALK=1 turns it off (the tests compare both).
-#if defined(XSIM_HOST) && MC_INTERLEAVE > 1
+#if defined(XSIM_HOST) && MC_INTERLEAVE > 1 && !MC_PERSISTENT
 #define MC_LANES MC_INTERLEAVE
 #else
 #define MC_LANES 1
@@ -220,7 +238,8 @@ struct History {
     Photon ph;
     Philox rng;
     uint64_t photon;
-    int64_t incident, reached_plane, escaped;
+    int64_t incident;  // fixed point
+    int32_t leaves;     // kReachedPlane or kEscapedElsewhere once the photon has left with its energy; else 0
     bool may_enter;  // false after leaving the (convex) box, until the direction changes again
     Phase phase;
     // Inside the phantom the flight runs in float on the index coordinates q and their rate dq per mm (the ray
@@ -257,13 +276,13 @@ static __device__ void start_history(const McTransportParams& p, uint64_t photon
     h.rng = Philox(p.seed, photon);
     Photon& ph = h.ph;
     const int line = p.n_spectrum > 1 ? sample_alias(p.alias_prob, p.alias_index, p.n_spectrum, h.rng) : 0;
-    ph.energy = p.alias_energy_keV[line];
+    ph.energy = xsim::ldg(p.alias_energy_keV + line);
     sample_focal_spot(p.source, h.rng, ph.pos);
     sample_field_direction(p.field, ph.pos, h.rng, ph.dir);
     ph.n_compton = ph.n_rayleigh = 0;
     ph.deposited = ph.deposited_world = 0;
     h.incident = xsim::to_fixed(ph.energy, p.fixed_scale);
-    h.reached_plane = h.escaped = 0;
+    h.leaves = 0;
     h.may_enter = true;
     h.flight_energy_keV = -1.0f;
     h.phase = kSegment;
@@ -321,8 +340,8 @@ static __device__ void start_flight(const McTransportParams& p, History& h, Flig
     }
     f.block[lane] = block;
     f.t_exit[lane] = max_f(t_exit, 0.0f);
-    f.majorant[lane] = p.majorant_per_mm[f.row[lane] + block];
-    f.inv_majorant[lane] = p.inv_majorant_mm[f.row[lane] + block];
+    f.majorant[lane] = xsim::ldg(p.majorant_per_mm + f.row[lane] + block);
+    f.inv_majorant[lane] = xsim::ldg(p.inv_majorant_mm + f.row[lane] + block);
     f.t[lane] = 0.0f;
     f.tau[lane] = -logf(h.rng.uniform_pos());
     h.phase = kWalk;
@@ -396,8 +415,8 @@ static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int l
         tx += pick_x ? dx : 0.0f;
         ty += pick_y ? dy : 0.0f;
         tz += pick_z ? dz : 0.0f;
-        majorant = majorants[block];
-        inv_majorant = inv_majorants[block];
+        majorant = xsim::ldg(majorants + block);
+        inv_majorant = xsim::ldg(inv_majorants + block);
     }
     f.t[lane] = t;
     f.tau[lane] = tau;
@@ -412,7 +431,7 @@ static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int l
 // The tentative collision: real with probability mu(E, voxel) / mu_max (phase kInteract, the photon moved
 // there), otherwise a null collision and the flight goes on with a new optical depth (phase kWalk).
 static __device__ void test_collision(const McTransportParams& p, History& h, Flights& f, int lane) {
-    unpack_voxel(p.voxels[h.voxel], &h.rho, &h.m);
+    unpack_voxel(xsim::ldg(p.voxels + h.voxel), &h.rho, &h.m);
     h.mu = xs_lookup(p.xs, h.m, p.n_e, h.e, 0) * h.rho;
     if (h.rng.uniform() * f.majorant[lane] < h.mu) {
         end_flight(h, f.t[lane]);
@@ -473,7 +492,6 @@ static __device__ void score_detector(const McTransportParams& p, History& h, fl
 // leaves the world (kDone).
 static __device__ void world_segment(const McTransportParams& p, History& h) {
     Photon& ph = h.ph;
-    const double scale = p.fixed_scale;
     double t_in = 0.0, t_out = 1e30;
     bool enters = false;
     if (h.may_enter) {
@@ -516,24 +534,25 @@ static __device__ void world_segment(const McTransportParams& p, History& h) {
         return;
     }
     if (cos_incidence > 0.0f && t_plane <= t_world) {
-        h.reached_plane = xsim::to_fixed(ph.energy, scale);
+        h.leaves = kReachedPlane;
         score_detector(p, h, t_plane, cos_incidence);
         return;
     }
-    h.escaped = xsim::to_fixed(ph.energy, scale);
+    h.leaves = kEscapedElsewhere;
     h.phase = kDone;
 }
 
-// The energy bookkeeping of a finished history.
-static __device__ void finish_history(const McTransportParams& p, const History& h) {
-    uint64_t* row = p.energy + ((h.photon >> 6) % XSIM_MC_ENERGY_ROWS) * XSIM_MC_ENERGY_COLS;
+// The energy bookkeeping of a finished history, added to row `row` of the tally (any row: the driver sums them;
+// spreading the histories over rows spreads the atomics over addresses).
+static __device__ void finish_history(const McTransportParams& p, const History& h, uint64_t row_index) {
+    uint64_t* row = p.energy + (row_index % XSIM_MC_ENERGY_ROWS) * XSIM_MC_ENERGY_COLS;
     xsim::atomic_add(&row[kIncident], (uint64_t)h.incident);
     if (h.ph.deposited) xsim::atomic_add(&row[kDeposited], (uint64_t)h.ph.deposited);
-    if (h.reached_plane) xsim::atomic_add(&row[kReachedPlane], (uint64_t)h.reached_plane);
-    if (h.escaped) xsim::atomic_add(&row[kEscapedElsewhere], (uint64_t)h.escaped);
+    if (h.leaves) xsim::atomic_add(&row[h.leaves], (uint64_t)xsim::to_fixed(h.ph.energy, p.fixed_scale));
     if (h.ph.deposited_world) xsim::atomic_add(&row[kDepositedWorld], (uint64_t)h.ph.deposited_world);
 }
 
+#if !MC_PERSISTENT
 // Run history h up to its next access to memory that is likely to miss the cache (the voxel word of a
 // tentative collision, the voxel's deposit tally before a real interaction, the image word of a detected
 // photon) and return that address; or to its end (energy bookkeeping done, phase kDone) and return null. With
@@ -564,11 +583,12 @@ static __device__ const void* advance(const McTransportParams& p, History& h, Fl
                 h.phase = kDone;
                 break;
             default:
-                finish_history(p, h);
+                finish_history(p, h, h.photon >> 6);
                 return nullptr;
         }
     }
 }
+#endif
 
 #if MC_VECTOR_WALK
 // The block walks of the lanes in `lanes` (a bit per lane), all 16 in one AVX-512 register per field: each
@@ -672,6 +692,50 @@ static inline uint32_t walk_lanes(const McTransportParams& p, Flights& f, uint32
 // still draws from its own stream and tallies are fixed point, so the results are those of one history at a
 // time, bit for bit.
 
+#if MC_PERSISTENT
+// Persistent threads (the GPU's structure): slot runs photons slot, slot + slots, ... of the launch one after
+// another. Each pass of the loop takes the phases in their usual order, each only for the lanes in it, so a
+// lane goes through as many as it can in one pass (into the phantom, a flight, its walk, the tentative
+// collision, the interaction) and the lanes of a warp run each phase together; when a photon ends, its lane
+// starts the next one in the same pass. Why: a warp whose lanes each ran one photon to its end waited for its
+// longest history (Nsight Compute: ~3 active lanes of 32 in the former one-history-per-index loop), and a
+// state machine entered at a different phase per lane jumps through its code. The photons, their streams and
+// their tallies are those of the other builds, so the results are the same bits (tested on the host).
+__device__ void mc_transport_slot(const McTransportParams& p, uint64_t slot, uint64_t slots, uint64_t n) {
+    using namespace xsim::mc;
+    (void)n;  // = p.n_photons
+    uint64_t next = slot;
+    if (next >= p.n_photons) return;
+    History h;
+    Flights f;
+    start_history(p, p.first_photon + next, h);
+    for (;;) {
+        // A phase that always follows another in the same pass is nested in its block, so the compiler sees that
+        // what they hand over (the image word, the collision's voxel) is not kept from one pass to the next.
+        if (h.phase == kSegment) {
+            world_segment(p, h);
+            if (h.phase == kScore) {
+                xsim::atomic_add_fixed(&p.images[h.image_word], h.signal, p.fixed_scale);
+                h.phase = kDone;
+            }
+        }
+        if (h.phase == kFlight) start_flight(p, h, f, 0);
+        if (h.phase == kWalk) end_walk(p, h, f, 0, walk_blocks(p, f, 0));
+        if (h.phase == kTest) {
+            test_collision(p, h, f, 0);
+            if (h.phase == kInteract) interact_in_phantom(p, h);
+        }
+        if (h.phase == kDone) {
+            finish_history(p, h, slot);  // a row per slot: the lanes of a warp add to different rows
+            next += slots;
+            if (next >= p.n_photons) break;
+            start_history(p, p.first_photon + next, h);
+        }
+    }
+}
+
+XSIM_PERSISTENT_KERNEL(mc_transport, McTransportParams, MC_CUDA_THREADS, MC_CUDA_MIN_BLOCKS)
+#else
 __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
     using namespace xsim::mc;
 #if defined(XSIM_HOST) && MC_INTERLEAVE > 1
@@ -736,3 +800,4 @@ __device__ void mc_transport_body(const McTransportParams& p, uint64_t i) {
 }
 
 XSIM_KERNEL(mc_transport, McTransportParams)
+#endif

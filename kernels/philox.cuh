@@ -83,6 +83,9 @@ XSIM_FN double u64_to_uniform_pos(uint64_t w) { return (double)((w >> 11) + 1u) 
 #ifndef XSIM_PHILOX_HEAD
 #define XSIM_PHILOX_HEAD 2
 #endif
+#if !defined(XSIM_PHILOX_NOINLINE) && defined(XSIM_CUDA)
+#define XSIM_PHILOX_NOINLINE 1
+#endif
 
 #if XSIM_PHILOX_BLOCKS > 1
 // NB blocks of one stream, blocks (block + b), b < NB, (block_lo, block_hi) = (ctr[2], ctr[3]): the rounds of
@@ -138,6 +141,26 @@ XSIM_FN void philox4x32_10_blocks(const uint32_t ctr[4], const uint32_t key[2], 
 #endif
 }
 
+#if XSIM_PHILOX_NOINLINE && XSIM_PHILOX_BLOCKS == 1
+// One block through a function that is not inlined (XSIM_PHILOX_NOINLINE, the default on the GPU): a kernel that
+// draws at many places (the Monte Carlo) would otherwise carry ten rounds of code at each. Arguments and
+// result by value, so that the caller's stream can stay in registers (a pointer to it would put it in memory).
+struct PhiloxBlock {
+    uint32_t x0, x1, x2, x3;
+};
+#if defined(XSIM_CUDA)
+__host__ __device__ __noinline__
+#else
+inline __attribute__((noinline))
+#endif
+PhiloxBlock philox_block_call(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+    const uint32_t ctr[4] = {c0, c1, c2, c3}, key[2] = {k0, k1};
+    uint32_t out[4];
+    philox4x32_10(ctr, key, out);
+    return PhiloxBlock{out[0], out[1], out[2], out[3]};
+}
+#endif
+
 // The stream of one photon/pixel: construct it in the body from (seed, i) and draw from it.
 struct Philox {
     uint32_t key[2];
@@ -168,16 +191,30 @@ struct Philox {
 #endif
     }
 
+    // The next batch of blocks into buf.
+    XSIM_FN void refill() {
+#if XSIM_PHILOX_NOINLINE && XSIM_PHILOX_BLOCKS == 1
+        const PhiloxBlock b = philox_block_call(ctr[0], ctr[1], ctr[2], ctr[3], key[0], key[1]);
+        buf[0] = b.x0, buf[1] = b.x1, buf[2] = b.x2, buf[3] = b.x3;
+#else
+        philox4x32_10_blocks(ctr, key, buf);
+#endif
+        const uint64_t next = (((uint64_t)ctr[3] << 32) | ctr[2]) + XSIM_PHILOX_BLOCKS;
+        ctr[2] = (uint32_t)next;
+        ctr[3] = (uint32_t)(next >> 32);
+        used = 0;
+    }
+
     XSIM_FN uint32_t next_u32() {
-        if (used == 4 * XSIM_PHILOX_BLOCKS) {
-            philox4x32_10_blocks(ctr, key, buf);
-            const uint64_t next = (((uint64_t)ctr[3] << 32) | ctr[2]) + XSIM_PHILOX_BLOCKS;
-            ctr[2] = (uint32_t)next;
-            ctr[3] = (uint32_t)(next >> 32);
-            used = 0;
-        }
+        if (used == 4 * XSIM_PHILOX_BLOCKS) refill();
         const int k = used++;
+#if XSIM_PHILOX_BLOCKS == 1
+        // Selects with constant indices: buf indexed at run time would live in (slow, local) memory on the GPU
+        // rather than in registers.
+        return k < 2 ? (k == 0 ? buf[0] : buf[1]) : (k == 2 ? buf[2] : buf[3]);
+#else
         return buf[(k & 3) * XSIM_PHILOX_BLOCKS + (k >> 2)];  // word k & 3 of block k >> 2
+#endif
     }
     XSIM_FN uint64_t next_u64() {
         const uint64_t hi = next_u32();
@@ -194,7 +231,7 @@ struct Philox {
 
     XSIM_FN float normal() {
         const float r = sqrtf(-2.0f * logf(uniform_pos()));
-        return r * cosf(6.28318530717958648f * uniform());
+        return r * cos_2pi(uniform());
     }
     XSIM_FN double normal_double() {
         const double r = sqrt(-2.0 * log(uniform_double_pos()));

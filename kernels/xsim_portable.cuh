@@ -95,6 +95,26 @@ using std::max;  // CUDA declares integer and floating min/max in the global nam
 using std::min;
 #endif
 
+// sin and cos of 2 pi u, u in [0, 1) (an azimuth). On the GPU sincospif(2 u): its argument reduction is exact,
+// whereas the accurate sincosf carries a slow path for huge arguments in its code and in a local-memory buffer
+// (a stack frame in every kernel that calls it). On the host sincosf(2 pi u). The two differ by rounding only.
+namespace xsim {
+XSIM_FN void sincos_2pi(float u, float* s, float* c) {
+#if defined(__CUDA_ARCH__)
+    sincospif(2.0f * u, s, c);
+#else
+    sincosf(6.28318530717958648f * u, s, c);
+#endif
+}
+XSIM_FN float cos_2pi(float u) {
+#if defined(__CUDA_ARCH__)
+    return cospif(2.0f * u);
+#else
+    return cosf(6.28318530717958648f * u);
+#endif
+}
+}  // namespace xsim
+
 // ---------------------------------------------------------------------------------------------------------
 // Atomics: xsim::atomic_add(address, value) returns the old value, for float, double, int32, uint32, int64
 // and uint64. On the host an OpenMP atomic (without OpenMP the build runs one thread, where a plain update is
@@ -146,6 +166,19 @@ __device__ __forceinline__ void atomic_add_fixed(uint64_t* acc, double value, do
 }  // namespace xsim
 
 // ---------------------------------------------------------------------------------------------------------
+// Read-only loads: xsim::ldg(pointer) reads through the GPU's read-only data path (the non-coherent texture
+// cache, __ldg) the tables and phantoms that no thread writes during a launch; a plain load on the host.
+namespace xsim {
+template <class T> XSIM_FN T ldg(const T* address) {
+#if defined(__CUDA_ARCH__)
+    return __ldg(address);
+#else
+    return *address;
+#endif
+}
+}  // namespace xsim
+
+// ---------------------------------------------------------------------------------------------------------
 // Kernel entries. XSIM_HOST_CHUNK is the OpenMP dynamic-schedule chunk: small enough to balance photons of
 // very different cost, large enough to keep scheduling overhead negligible (override with -D).
 #ifndef XSIM_HOST_CHUNK
@@ -169,5 +202,34 @@ __device__ __forceinline__ void atomic_add_fixed(uint64_t* acc, double value, do
         (void)nthreads;                                                                                  \
         XSIM_PRAGMA(omp parallel for schedule(dynamic, XSIM_HOST_CHUNK) num_threads(nthreads))           \
         for (int64_t i = 0; i < (int64_t)n; ++i) name##_body(params, (uint64_t)i);                       \
+    }
+#endif
+
+// Persistent entries, for work items of very different cost (Monte Carlo histories): a thread ("slot") runs
+// items slot, slot + slots, slot + 2 slots, ... < n, taking the next one as soon as one ends, so that a lane of
+// a GPU warp never idles until the warp's longest item is done. The body is
+//     __device__ void name_slot(const Params& p, uint64_t slot, uint64_t slots, uint64_t n)
+// On the GPU the __global__ entry has __launch_bounds__(threads, min_blocks) (the register budget that lets
+// min_blocks blocks share a multiprocessor) and xsim.runtime launches exactly the blocks that fit on the device
+// at once (Kernel(..., persistent=True)): slots = every thread of that grid. On the host, XSIM_HOST_SLOTS slots
+// (at most n) shared out by OpenMP. Results must not depend on the number of slots.
+#ifndef XSIM_HOST_SLOTS
+#define XSIM_HOST_SLOTS 4096
+#endif
+#if defined(XSIM_CUDA)
+#define XSIM_PERSISTENT_KERNEL(name, Params, threads, min_blocks)                                        \
+    typedef Params name##_params_t;                                                                      \
+    extern "C" __global__ void __launch_bounds__(threads, min_blocks) name(const Params p, uint64_t n) { \
+        name##_slot(p, (uint64_t)blockIdx.x * blockDim.x + threadIdx.x, (uint64_t)blockDim.x * gridDim.x, n); \
+    }
+#else
+#define XSIM_PERSISTENT_KERNEL(name, Params, threads, min_blocks)                                        \
+    typedef Params name##_params_t;                                                                      \
+    XSIM_EXPORT_FN name##_host(const Params* p, uint64_t n, int nthreads) {                              \
+        const Params params = *p;                                                                        \
+        const int64_t slots = (int64_t)(n < (uint64_t)XSIM_HOST_SLOTS ? n : (uint64_t)XSIM_HOST_SLOTS);     \
+        (void)nthreads;                                                                                  \
+        XSIM_PRAGMA(omp parallel for schedule(dynamic, 1) num_threads(nthreads))                         \
+        for (int64_t s = 0; s < slots; ++s) name##_slot(params, (uint64_t)s, (uint64_t)slots, n);        \
     }
 #endif

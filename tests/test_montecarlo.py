@@ -109,7 +109,8 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
     # GPU's way) must give the same tallies bit for bit. A photon count that is no multiple of the group, a
     # grid and an air world exercise every phase of the state machine; the default build (vector walk where
     # the CPU has AVX-512), with a vector walk of one block per round, the scalar walk over 16 lanes, and another
-    # interleave depth and group size.
+    # interleave depth and group size; and the GPU's build, persistent slots that each run photons one after
+    # another through one loop of the phases (with few slots, and with Philox blocks computed by a call).
     from xsim import montecarlo
 
     kw = dict(spectrum=Spectrum.tungsten(80), photons=20011, seed=7, batches=2, progress=False, backend="cpu",
@@ -122,7 +123,8 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
     one = run(MC_INTERLEAVE=1)
     assert one.multiple.sum() > 0 and one.rayleigh.sum() > 0
     for defines in ({}, {"MC_WALK_STEPS": 1}, {"MC_INTERLEAVE": 16, "MC_SCALAR_WALK": 1},
-                    {"MC_INTERLEAVE": 3, "MC_GROUP": 50}):
+                    {"MC_INTERLEAVE": 3, "MC_GROUP": 50}, {"MC_PERSISTENT": 1, "XSIM_HOST_SLOTS": 37},
+                    {"MC_PERSISTENT": 1, "XSIM_PHILOX_BLOCKS": 1, "XSIM_PHILOX_NOINLINE": 1}):
         other = run(**defines)
         for kind in IMAGE_KINDS:
             assert np.array_equal(getattr(one, kind), getattr(other, kind))
@@ -191,7 +193,8 @@ def test_geometry_errors(small_thorax):
 
 def test_material_index_beyond_the_materials_is_refused(small_camera):
     ph = phantoms.water_cylinder(100, 100, voxel_mm=10.0)
-    ph.material_index[0, 0, 0] = len(ph.materials)  # corrupted after construction
+    ph.material_index.flags.writeable = True  # phantoms are read-only: corrupted on purpose after construction
+    ph.material_index[0, 0, 0] = len(ph.materials)
     with pytest.raises(XsimInputError, match="material_index"):
         monte_carlo(ph, small_camera, energy_keV=60.0, photons=10, progress=False)
 

@@ -89,12 +89,14 @@ def test_batched_blocks_give_the_same_streams(monkeypatch):
     # On the host a stream may compute XSIM_PHILOX_BLOCKS blocks at once (the Monte Carlo kernel: 8, in SIMD
     # lanes), and XSIM_PHILOX_HEAD of them when it is created; the words must come out as with one block at a
     # time: the reference streams, across the carry into counter word 3 (inside the head for a head of 4) and
-    # for draw counts that end inside the head, inside a batch and beyond it.
+    # for draw counts that end inside the head, inside a batch and beyond it. Also one block at a time through
+    # the non-inlined block function the GPU build uses (XSIM_PHILOX_NOINLINE).
     from xsim import runtime, runtime_selftest
 
-    for blocks, head in ((2, 1), (2, 2), (8, 2), (8, 4)):
+    for blocks, head, noinline in ((2, 1, 0), (2, 2, 0), (8, 2, 0), (8, 4, 0), (1, 2, 1)):
         kernel = runtime.Kernel("rng_check.cu", entry="rng_check", params=runtime_selftest.RngCheckParams,
-                                backend="cpu", defines={"XSIM_PHILOX_BLOCKS": blocks, "XSIM_PHILOX_HEAD": head})
+                                backend="cpu", defines={"XSIM_PHILOX_BLOCKS": blocks, "XSIM_PHILOX_HEAD": head,
+                                                        "XSIM_PHILOX_NOINLINE": noinline})
         monkeypatch.setattr(runtime_selftest, "_kernel", lambda *args: kernel)
         seed, first_stream, first_block = 0x0123456789ABCDEF, 2**32 - 5, 2**32 - 2
         for draws in (3, 4 * head + 1, 4 * blocks + 5, 9 * blocks * 4 + 1):

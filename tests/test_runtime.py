@@ -9,9 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -362,64 +360,22 @@ def test_threads_setting(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The cuda launch path, with a stand-in for CuPy: "device" arrays live in host memory, and RawModule
-# builds the translation unit it is given with the host compiler (parsing back the -I/-D options), so the
-# struct-by-value launch, pointer binding, uploads and copy-back run for real.
-class FakeDeviceArray:
-    def __init__(self, host):
-        self._a = np.array(host, copy=True, order="C")
-        self.dtype, self.flags, self.shape = self._a.dtype, self._a.flags, self._a.shape
-        self.data = types.SimpleNamespace(ptr=self._a.ctypes.data)
-
-    def get(self, out=None):
-        if out is None:
-            return self._a.copy()
-        out[...] = self._a
-        return out
-
-
-class FakeRawModule:
-    launches: list = []
-
-    def __init__(self, code, options):
-        assert "-std=c++17" in options and any(o.startswith("-DXSIM_SOURCE_HASH=") for o in options)
-        includes = [o[2:] for o in options if o.startswith("-I")]
-        defines = dict(o[2:].split("=", 1) for o in options if o.startswith("-D"))
-        library = runtime_build.build_cpu(code, "fake-cuda", [Path(d) for d in includes], defines)
-        self._lib = ctypes.CDLL(str(library))
-
-    def get_function(self, name):
-        if name.endswith("_xsim_layout"):
-            return lambda grid, block, args: getattr(self._lib, name)(ctypes.c_void_p(args[0].data.ptr))
-        host = getattr(self._lib, f"{name}_host")
-
-        def launch(grid, block, args):
-            struct, n = args
-            assert isinstance(struct, np.ndarray) and struct.size == 1  # CuPy passes this by value
-            assert isinstance(n, np.uint64)
-            FakeRawModule.launches.append((grid, block, int(n)))
-            host(ctypes.c_void_p(struct.ctypes.data), ctypes.c_uint64(int(n)), ctypes.c_int(2))
-
-        return launch
-
-
+# The cuda launch path, with a stand-in for CuPy (tests/cupy_on_cpu.py): "device" arrays live in host memory,
+# and RawModule builds the translation unit it is given with the host compiler (parsing back the -I/-D
+# options), so the struct-by-value launch, pointer binding, uploads and copy-back run for real.
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    class CompileException(Exception):
-        pass
+    import cupy_on_cpu
 
-    cuda = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError),
-        compiler=types.SimpleNamespace(CompileException=CompileException),
-        Device=lambda: types.SimpleNamespace(attributes={"MultiProcessorCount": 2}),
-    )
-    fake = types.SimpleNamespace(
-        ndarray=FakeDeviceArray, asarray=FakeDeviceArray, uint64=np.uint64, cuda=cuda, RawModule=FakeRawModule,
-        zeros=lambda n, dtype: FakeDeviceArray(np.zeros(n, dtype)),
-    )
+    fake = cupy_on_cpu.stand_in(multiprocessors=2)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     yield fake
     runtime_selftest._kernel.cache_clear()  # drop kernels bound to the stand-in
+    from xsim import device, montecarlo, projector
+
+    montecarlo._kernel.cache_clear()
+    projector._kernel.cache_clear()
+    device.clear()
 
 
 def test_cuda_path_with_stand_in_cupy(fake_cupy):
@@ -432,7 +388,7 @@ def test_cuda_path_with_stand_in_cupy(fake_cupy):
                                              draws_per_thread=4))
     np.testing.assert_array_equal(counts, reference[0])
     assert int(total[0]) == reference[1]
-    assert FakeRawModule.launches[-1] == ((min(-(-70000 // 256), 64),), (256,), 70000)
+    assert fake_cupy.RawModule.launches[-1] == ((min(-(-70000 // 256), 64),), (256,), 70000)
     # device arrays are used in place
     d_counts, d_total = fake_cupy.zeros(64, np.uint64), fake_cupy.zeros(1, np.uint64)
     kernel.launch(70000, DemoHistogramParams(seed=8, counts=d_counts, sum_fixed=d_total, fixed_scale=2.0**32,
@@ -447,8 +403,8 @@ def test_cuda_path_with_stand_in_cupy(fake_cupy):
     assert all(results.values()) and "same_as_cpu" in results
 
 
-def test_cuda_without_device_is_reported(fake_cupy):
-    fake_cupy.cuda.runtime.getDeviceCount = lambda: 0
+def test_cuda_without_device_is_reported(fake_cupy, monkeypatch):
+    monkeypatch.setattr(fake_cupy.cuda.runtime, "getDeviceCount", lambda: 0)
     with pytest.raises(runtime.BackendUnavailableError, match="finds no CUDA device.*nvidia-smi"):
         runtime.select_backend("cuda")
     assert runtime.select_backend("auto") == "cpu"

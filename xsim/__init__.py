@@ -18,7 +18,7 @@ from .physics.materials import Material, list_materials, material
 from .physics.spectra import Spectrum
 from .projector import Projection, project
 from .readout import Readout
-from .rendering import Rendering, render
+from .rendering import Rendering, render, render_views
 from .volume import Phantom, Volume, load_ct
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "phantoms",
     "project",
     "render",
+    "render_views",
 ]
 
 

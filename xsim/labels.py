@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .checks import XsimInputError, check_type
+from .device import to_host
 from .geometry import Camera
 from .physics.materials import Material
 from .volume import Phantom, _VoxelGrid, _check_affine
@@ -164,7 +165,7 @@ def project_masks(label_volume: LabelVolume, camera: Camera, backend: str = "aut
         phantom = Phantom(index, density, label_volume.affine, materials)
         proj = project(phantom, camera, energy_keV=60.0, backend=backend, threads=threads)
         for _, name in chunk:
-            masks[name] = proj.line_integrals[f"label:{name}"] > 0
+            masks[name] = to_host(proj.device["line_integrals"][f"label:{name}"] > 0)
     return masks
 
 
@@ -218,7 +219,8 @@ def make_labels(spec: LabelSpec | None, phantom: Phantom, camera: Camera, projec
     if spec.mask_materials:
         spec.check(phantom)
         if projection is not None:
-            masks.update({name: projection.line_integrals[name] > 0 for name in spec.mask_materials})
+            # (on the GPU only the masks, not every line-integral image, come to the host)
+            masks.update({name: to_host(projection.device["line_integrals"][name] > 0) for name in spec.mask_materials})
         else:
             masks.update(project_masks(LabelVolume.from_phantom(phantom, spec.mask_materials), camera, backend,
                                        threads))

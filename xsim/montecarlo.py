@@ -31,6 +31,7 @@ import numpy as np
 
 from . import runtime
 from .checks import XsimInputError, check_positive, check_range, check_type
+from .device import HostView, is_device_array, to_host
 from .fileio import atomic_path
 from .geometry import Camera
 from .physics.materials import AVOGADRO_PER_MOL, Material
@@ -39,8 +40,8 @@ from .physics import tables as element_tables
 from .projector import VoxelGrid, voxel_grid
 from .volume import Phantom
 
-__all__ = ["ENERGY_RANGE_KEV", "AntiScatterGrid", "MCResult", "PhysicsTables", "RegionMajorants", "monte_carlo",
-           "sample_alias", "sample_angles"]
+__all__ = ["ENERGY_RANGE_KEV", "AntiScatterGrid", "MCResult", "PhysicsTables", "RegionMajorants", "consistency",
+           "monte_carlo", "sample_alias", "sample_angles"]
 
 ENERGY_RANGE_KEV = (1.0, 150.0)  # table range: spectra must have no fluence outside it
 ENERGY_STEP_KEV = 0.1  # linear grid; interpolation error < 0.1 % above 10 keV away from edges (tested)
@@ -193,26 +194,38 @@ class _CheckParams(runtime.Params):
 
 
 @cache
-def _kernel(source: str, entry: str, params: type, backend: str, defines: tuple = ()) -> runtime.Kernel:
-    return runtime.Kernel(source, entry=entry, params=params, backend=backend, defines=dict(defines))
+def _kernel(source: str, entry: str, params: type, backend: str, defines: tuple = (),
+            persistent: bool = False, cuda_options: tuple = ()) -> runtime.Kernel:
+    return runtime.Kernel(source, entry=entry, params=params, backend=backend, defines=dict(defines),
+                          persistent=persistent, cuda_options=cuda_options)
 
 
-# The -D defines, as sorted (name, value) pairs, monte_carlo() compiles the transport kernel with: () is the
-# default build; _transport_build sets others.
+def _transport_kernel(backend: str) -> runtime.Kernel:
+    """The transport kernel of monte_carlo() on ``backend`` (with the build of :func:`_transport_build`). Its
+    CUDA build runs persistent threads (MC_PERSISTENT, kernels/mc_transport.cu) unless MC_PERSISTENT=0."""
+    persistent = backend == "cuda" and dict(_transport_defines).get("MC_PERSISTENT", 1) != 0
+    return _kernel("mc_transport.cu", "mc_transport", _TransportParams, backend, _transport_defines, persistent,
+                   _transport_cuda_options)
+
+
+# The -D defines, as sorted (name, value) pairs, and the extra NVRTC options monte_carlo() compiles the transport
+# kernel with: () is the default build; _transport_build sets others.
 _transport_defines: tuple = ()
+_transport_cuda_options: tuple = ()
 
 
 @contextlib.contextmanager
-def _transport_build(**defines):
+def _transport_build(cuda_options: tuple = (), **defines):
     """Within the block, monte_carlo() runs the transport kernel compiled with these -D defines (e.g.
-    ``MC_INTERLEAVE=1``: one history per index, the GPU's way, on the host). For the tests and benchmarks
-    that compare the kernel's build variants."""
-    global _transport_defines
-    before, _transport_defines = _transport_defines, tuple(sorted(defines.items()))
+    ``MC_INTERLEAVE=1``: one history per index, the GPU's way, on the host) and, on the GPU, these extra NVRTC
+    options. For the tests and benchmarks that compare the kernel's build variants."""
+    global _transport_defines, _transport_cuda_options
+    before = _transport_defines, _transport_cuda_options
+    _transport_defines, _transport_cuda_options = tuple(sorted(defines.items())), tuple(cuda_options)
     try:
         yield
     finally:
-        _transport_defines = before
+        _transport_defines, _transport_cuda_options = before
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,7 +312,7 @@ class RegionMajorants:
     """
 
     def __init__(self, material_index: np.ndarray, density_g_cm3: np.ndarray | None, tables: PhysicsTables,
-                 block: int | None = None, voxels: np.ndarray | None = None, threads: int | None = None):
+                 block: int | None = None, voxels: Any = None, threads: int | None = None):
         shape = np.array(material_index.shape)
         self.block = int(block or max(4, math.ceil(shape.max() / BLOCKS_PER_AXIS)))
         self.blocks = tuple(int(n) for n in -(-shape // self.block))
@@ -313,12 +326,15 @@ class RegionMajorants:
             per_unit_density[:, k] = tables.xs[:, nodes, 0].max(axis=1)
         if voxels is None:
             rho_max = self._block_max_numpy(material_index, density_g_cm3, len(tables.materials))
-        else:
-            rho_max = np.zeros((int(np.prod(self.blocks)), len(tables.materials)), np.float32)
+        else:  # the kernel runs where the voxels are: a cupy array on the GPU, else the CPU
+            backend = "cuda" if is_device_array(voxels) else "cpu"
+            xp = runtime.cupy_module() if backend == "cuda" else np
+            rho_max = xp.zeros((int(np.prod(self.blocks)), len(tables.materials)), np.float32)
             params = _BlockMaxParams(voxels=voxels, n=tuple(int(n) for n in shape), block=self.block,
                                      blocks=self.blocks, n_materials=len(tables.materials), rho_max=rho_max)
-            _kernel("mc_block_max.cu", "mc_block_max", _BlockMaxParams, "cpu").launch(rho_max.shape[0], params,
-                                                                                         threads=threads)
+            _kernel("mc_block_max.cu", "mc_block_max", _BlockMaxParams, backend).launch(rho_max.shape[0], params,
+                                                                                           threads=threads)
+            rho_max = to_host(rho_max)
         # [bin][block]: a flight reads one bin's row, where neighbouring blocks are neighbours in memory
         majorant = np.zeros((MAJORANT_BINS, rho_max.shape[0]), np.float32)
         for m in np.flatnonzero(rho_max.max(axis=0) > 0):  # the materials present
@@ -350,12 +366,46 @@ class RegionMajorants:
         return rho_max
 
 
-def pack_voxels(material_index: np.ndarray, density_g_cm3: np.ndarray) -> np.ndarray:
+def pack_voxels(material_index: Any, density_g_cm3: Any) -> Any:
     """The kernel's voxel words (``unpack_voxel`` in kernels/mc_physics.cuh): float32 density rounded to
-    nearest at 15 mantissa bits (relative error <= 2^-16 = 1.5e-5), material index in the low 8 bits."""
-    bits = np.ascontiguousarray(density_g_cm3, dtype=np.float32).view(np.uint32).ravel()
+    nearest at 15 mantissa bits (relative error <= 2^-16 = 1.5e-5), material index in the low 8 bits. numpy in,
+    numpy out; cupy in, cupy out."""
+    xp = runtime.cupy_module() if is_device_array(density_g_cm3) else np
+    bits = xp.ascontiguousarray(density_g_cm3, dtype=np.float32).view(np.uint32).ravel()
     rounded = (bits + np.uint32(0x80)) & np.uint32(0xFFFFFF00)
-    return rounded | np.ascontiguousarray(material_index, dtype=np.uint8).ravel().astype(np.uint32)
+    return rounded | xp.ascontiguousarray(material_index, dtype=np.uint8).ravel().astype(np.uint32)
+
+
+def _materials_key(materials: Any) -> str:
+    """A text that changes with any material's name, density or composition (device cache keys)."""
+    return "|".join(f"{m.name}:{m.density_g_cm3!r}:{sorted(m.composition.items())!r}" for m in materials)
+
+
+def _cuda_inputs(phantom: Phantom, tabs: PhysicsTables) -> tuple[Any, Any, dict]:
+    """(packed voxels, region majorants, interaction tables) on the GPU, made at the first call for this phantom
+    and these tables and kept on the device (xsim.device) for the next ones: no upload, packing or block scan
+    when the same phantom is simulated again."""
+    from . import device
+
+    cp = runtime.cupy_module()
+
+    def voxels():
+        index, density = device.phantom_arrays(phantom)
+        return pack_voxels(index, density)
+
+    def majorants():
+        m = RegionMajorants(phantom.material_index, None, tabs, voxels=device.cached(phantom, "mc voxels", voxels))
+        m.majorant_per_mm = cp.asarray(m.majorant_per_mm)
+        m.inv_majorant_mm = cp.asarray(m.inv_majorant_mm)
+        return m
+
+    def tables():
+        return {"xs": cp.asarray(tabs.xs.reshape(-1)), "compton_s": cp.asarray(tabs.compton_s.reshape(-1)),
+                "rayleigh_cum": cp.asarray(tabs.rayleigh_cum.reshape(-1))}
+
+    return (device.cached(phantom, "mc voxels", voxels),
+            device.cached(phantom, "mc majorants " + _materials_key(tabs.materials), majorants),
+            device.cached(tabs, "mc tables", tables))
 
 
 def electrons_per_gram(mat: Material) -> float:
@@ -707,14 +757,26 @@ class MCResult:
         for kind in IMAGE_KINDS:
             setattr(self, kind, images[kind])
             setattr(self, f"{kind}_std", images_std[kind])
-        self.energy_deposit = energy_deposit
-        self.energy_deposit_std = energy_deposit_std
+        # on the cuda backend the dose map stays on the GPU until it is first read (a 256^3 map and its error
+        # are 270 MB of float64)
+        self._energy_deposit = None if energy_deposit is None else HostView(energy_deposit)
+        self._energy_deposit_std = None if energy_deposit_std is None else HostView(energy_deposit_std)
         self.energy_balance_eV = dict(energy_balance_eV)
         self.photons = int(photons)
         self.seed = int(seed)
         self.run_time_s = float(run_time_s)
         self.settings = dict(settings)
         self.camera = camera
+
+    @property
+    def energy_deposit(self) -> np.ndarray | None:
+        """Energy deposited per voxel, eV per emitted photon (phantom shape), or None when not tallied."""
+        return None if self._energy_deposit is None else self._energy_deposit.host()
+
+    @property
+    def energy_deposit_std(self) -> np.ndarray | None:
+        """Standard error of :attr:`energy_deposit` from the batches, or None when not tallied."""
+        return None if self._energy_deposit_std is None else self._energy_deposit_std.host()
 
     @property
     def scatter(self) -> np.ndarray:
@@ -872,49 +934,55 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
 
     world = _world_material(world_material, len(materials))
     tabs = _physics_tables(tuple(materials) + ((world,) if world is not None else ()))
-    voxels = pack_voxels(index, density)
     world_centre, world_radius = _world_sphere(geo, phantom)
-    # majorants from the densities the kernel reads (rounded in the packing)
     if backend == "cpu":
+        voxels = pack_voxels(index, density)
+        # majorants from the densities the kernel reads (rounded in the packing)
         majorants = RegionMajorants(index, None, tabs, voxels=voxels, threads=threads)
-    else:
-        rounded = (voxels & np.uint32(0xFFFFFF00)).view(np.float32).reshape(index.shape)
-        majorants = RegionMajorants(index, rounded, tabs)
+        tables = {"xs": tabs.xs.reshape(-1), "compton_s": tabs.compton_s.reshape(-1),
+                  "rayleigh_cum": tabs.rayleigh_cum.reshape(-1)}
+        xp = np
+    else:  # the phantom's voxels, majorants and the tables stay on the GPU between calls (xsim.device)
+        voxels, majorants, tables = _cuda_inputs(phantom, tabs)
+        xp = runtime.cupy_module()
     det_mu_t, det_signal, det_text, unit = _detector_tables(detector, tabs.energies_keV)
     prob, alias = alias_table(weights)
 
     rows, cols = geo["rows"], geo["cols"]
-    images_fixed = np.zeros(4 * rows * cols, np.uint64)
+    images_fixed = xp.zeros(4 * rows * cols, np.uint64)
     check_type("tally_deposit", tally_deposit, (bool, np.bool_))
-    deposit_fixed = np.zeros(index.size, np.uint64) if tally_deposit else None
-    energy_fixed = np.zeros(_ENERGY_ROWS * _ENERGY_COLS, np.uint64)
+    deposit_fixed = xp.zeros(index.size, np.uint64) if tally_deposit else None
+    energy_fixed = xp.zeros(_ENERGY_ROWS * _ENERGY_COLS, np.uint64)
     spot = _focal_spot(geo, focal_spot_mm, focal_spot_shape)
+    small = {"alias_prob": prob, "alias_index": alias, "alias_energy_keV": energies.astype(np.float32),
+             "det_mu_t": det_mu_t, "det_signal": det_signal,
+             "grid_mu_interspace": _grid_mu(grid, "interspace", tabs.energies_keV),
+             "grid_mu_strip": _grid_mu(grid, "strip_material", tabs.energies_keV)}
+    if xp is not np:  # uploaded once, not at every batch's launch
+        small = {name: xp.asarray(value) for name, value in small.items()}
     params = _TransportParams(
         seed=int(seed), first_photon=0, grid=voxel_grid(phantom),
         voxels=voxels,
         source=spot, field=_field_struct(geo, spot), det_origin_mm=tuple(geo["origin"]),
         det_dual_u=tuple(geo["dual_u"]), det_dual_v=tuple(geo["dual_v"]), det_shape=(rows, cols),
-        alias_prob=prob, alias_index=alias, alias_energy_keV=energies.astype(np.float32), n_spectrum=len(energies),
+        n_spectrum=len(energies),
         e_min_keV=ENERGY_RANGE_KEV[0], inv_de_keV=1.0 / ENERGY_STEP_KEV, n_e=tabs.n_e, dx=X_STEP_PER_A,
-        inv_dx=1.0 / X_STEP_PER_A, n_x=tabs.n_x, xs=tabs.xs.reshape(-1),
+        inv_dx=1.0 / X_STEP_PER_A, n_x=tabs.n_x,
         majorant_per_mm=majorants.majorant_per_mm, inv_majorant_mm=majorants.inv_majorant_mm,
         block=majorants.block, blocks=majorants.blocks,
         bin_log_e_min=majorants.log_e_min, bin_inv_log_width=majorants.inv_log_width, n_bins=MAJORANT_BINS,
-        compton_s=tabs.compton_s.reshape(-1), rayleigh_cum=tabs.rayleigh_cum.reshape(-1),
-        det_mu_t=det_mu_t, det_signal=det_signal,
         grid_strips=_Grid(enabled=0) if grid is None else grid._kernel_struct(geo),
-        grid_mu_interspace=_grid_mu(grid, "interspace", tabs.energies_keV),
-        grid_mu_strip=_grid_mu(grid, "strip_material", tabs.energies_keV),
         world_material=-1 if world is None else len(materials),
         world_density_g_cm3=0.0 if world is None else world.density_g_cm3,
         world_centre_mm=tuple(world_centre), world_radius_mm=world_radius,
-        images=images_fixed, deposit=deposit_fixed, energy=energy_fixed, fixed_scale=FIXED_SCALE)
-    kernel = _kernel("mc_transport.cu", "mc_transport", _TransportParams, backend, _transport_defines)
+        images=images_fixed, deposit=deposit_fixed, energy=energy_fixed, fixed_scale=FIXED_SCALE,
+        **tables, **small)
+    kernel = _transport_kernel(backend)
 
     # Photons represented by one history: fluence (per mm^2 at 1 m) x 1e6 mm^2/sr x field solid angle.
     field_photons = fluence_total * 1e6 * geo["omega_sr"]
     edges = np.linspace(0, n_photons, batches + 1).round().astype(np.int64)
-    acc = _BatchAccumulator(threads, cpu_kernel=backend == "cpu")
+    acc = _BatchAccumulator(threads)
     interrupted = False
     transport_s = 0.0
     bar = _progress(batches, progress)
@@ -926,10 +994,12 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
             params.n_photons = n_b
             launched = time.perf_counter()
             kernel.launch(n_b, params, threads=threads)
+            kernel.synchronize()
             transport_s += time.perf_counter() - launched
             # per emitted photon: images x photons per history, keV -> eV for the energies
             img = _FixedTally(images_fixed.reshape(4, rows, cols), field_photons / n_b / FIXED_SCALE)
             bal = energy_fixed.view(np.int64).reshape(_ENERGY_ROWS, _ENERGY_COLS).sum(axis=0)[:len(ENERGY_SLOTS)]
+            bal = to_host(bal)
             tallies = [img, bal * (1000.0 / n_b / FIXED_SCALE)]
             if tally_deposit:
                 tallies.append(_FixedTally(deposit_fixed.reshape(index.shape), 1000.0 / n_b / FIXED_SCALE))
@@ -944,7 +1014,8 @@ def monte_carlo(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = No
     finally:
         bar.close()
     (img, img_std), (bal, _), *deposit = acc.results()
-    dep, dep_std = deposit[0] if deposit else (None, None)
+    img, img_std = to_host(img), to_host(img_std)
+    dep, dep_std = deposit[0] if deposit else (None, None)  # cuda: left on the device until read (HostView)
     settings = dict(
         format=_FORMAT, format_version=_FORMAT_VERSION, xsim_version=_xsim_version(), kernel="mc_transport.cu",
         backend=backend, source=beam_text, source_mm=geo["source"].tolist(), field_solid_angle_sr=geo["omega_sr"],
@@ -980,9 +1051,9 @@ class _BatchAccumulator:
     """Mean and standard error of per-photon tallies over batches of sizes n_b (N = sum n_b): the mean is
     sum_b w_b x_b with w_b = n_b / N, its variance B/(B-1) sum_b w_b^2 (x_b - mean)^2 (for equal sizes, the
     usual var(x_b)/B). Kept as running sums of n_b x_b, n_b^2 x_b, n_b^2 x_b^2 and n_b^2. A quantity is a
-    float array, or a _FixedTally: folded by kernels/mc_batch_stats.cu in one pass with ``threads`` CPU threads
-    when ``cpu_kernel`` (numpy otherwise, e.g. on the cuda backend, which may have no host compiler; the same
-    operations in the same order, so the same bits)."""
+    float array, or a _FixedTally: folded by kernels/mc_batch_stats.cu in one pass, where its tally lives (a
+    cupy tally on the GPU, its sums kept there too; a numpy tally with ``threads`` CPU threads, or by numpy
+    when not ``cpu_kernel``: the same operations in the same order, so the same bits)."""
 
     def __init__(self, threads: int | None = None, cpu_kernel: bool = True):
         self.batches = 0
@@ -990,23 +1061,24 @@ class _BatchAccumulator:
         self.threads = threads
         self.cpu_kernel = cpu_kernel
         self._sum_n2 = 0.0
-        self._sums: list[list[np.ndarray]] = []
+        self._sums: list[list[Any]] = []
         self._taken = False
 
     def add(self, n_b: int, *values: np.ndarray | _FixedTally) -> None:
         if self._taken:
             raise RuntimeError("_BatchAccumulator: results() was taken, its sums are gone")
         if not self._sums:
-            self._sums = [[np.zeros(np.shape(v.raw if isinstance(v, _FixedTally) else v)) for _ in range(3)]
-                          for v in values]
+            self._sums = [[_array_module(v.raw if isinstance(v, _FixedTally) else v).zeros(
+                np.shape(v.raw if isinstance(v, _FixedTally) else v)) for _ in range(3)] for v in values]
         for (s1, s2, s3), v in zip(self._sums, values):
-            if isinstance(v, _FixedTally) and self.cpu_kernel:
-                params = _BatchStatsParams(raw=v.raw, s1=s1, s2=s2, s3=s3, per_unit=v.per_unit,
-                                           photons=float(n_b))
-                _kernel("mc_batch_stats.cu", "mc_batch_stats", _BatchStatsParams, "cpu").launch(
-                    v.raw.size, params, threads=self.threads)
-                continue
             if isinstance(v, _FixedTally):
+                on_device = is_device_array(v.raw)
+                if on_device or self.cpu_kernel:
+                    params = _BatchStatsParams(raw=v.raw.reshape(-1), s1=s1.reshape(-1), s2=s2.reshape(-1),
+                                               s3=s3.reshape(-1), per_unit=v.per_unit, photons=float(n_b))
+                    _kernel("mc_batch_stats.cu", "mc_batch_stats", _BatchStatsParams,
+                            "cuda" if on_device else "cpu").launch(v.raw.size, params, threads=self.threads)
+                    continue
                 tally, v = v.raw, v.raw.view(np.int64) * v.per_unit
                 tally.fill(0)
             scaled = v * n_b  # one temporary per quantity
@@ -1019,31 +1091,93 @@ class _BatchAccumulator:
         self.batches += 1
         self.photons += n_b
 
-    def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(mean, standard error) per tallied quantity; the error is NaN with a single batch. Computed in the
-        running sums' own arrays (the 3D deposit may hold 1e7-1e8 voxels, and every new array costs its
-        allocation and page faults): once, after the last batch."""
+    def results(self) -> list[tuple[Any, Any]]:
+        """(mean, standard error) per tallied quantity, numpy or cupy like its tally; the error is NaN with a
+        single batch. Computed in the running sums' own arrays (the 3D deposit may hold 1e7-1e8 voxels, and
+        every new array costs its allocation and page faults): once, after the last batch."""
         if self._taken:
             raise RuntimeError("_BatchAccumulator: results() can be taken once")
         self._taken = True
         out = []
         n, b = float(self.photons), self.batches
         for s1, s2, s3 in self._sums:
-            mean = np.divide(s1, n, out=s1)
+            xp = _array_module(s1)
+            mean = xp.divide(s1, n, out=s1)
             if b < 2:
-                out.append((mean, np.full_like(mean, np.nan)))
+                out.append((mean, xp.full_like(mean, np.nan)))
                 continue
             # spread = (s3 - 2 mean s2 + mean^2 sum_n2) / n^2
-            spread = np.multiply(mean, s2, out=s2)
+            spread = xp.multiply(mean, s2, out=s2)
             spread *= -2.0
             spread += s3
-            square = np.multiply(mean, mean, out=s3)
+            square = xp.multiply(mean, mean, out=s3)
             square *= self._sum_n2
             spread += square
             spread *= b / (b - 1) / (n * n)
-            np.maximum(spread, 0.0, out=spread)
-            out.append((mean, np.sqrt(spread, out=spread)))
+            xp.maximum(spread, 0.0, out=spread)
+            out.append((mean, xp.sqrt(spread, out=spread)))
         return out
+
+
+def _array_module(array: Any) -> Any:
+    """cupy for a cupy array, else numpy."""
+    return runtime.cupy_module() if is_device_array(array) else np
+
+
+def consistency(a: MCResult, b: MCResult, block: int = 4, min_fraction: float = 0.05) -> dict:
+    """Whether two Monte Carlo results estimate the same tallies: a chi-square over image pixels and dose voxels.
+
+    Bins are first summed over blocks of ``block`` pixels (``block``^3 voxels), their batch variances added
+    (photons in different bins are independent), so that each holds many photons and its batch mean is close to
+    normal. Blocks whose mean (a + b) / 2 reaches ``min_fraction`` of the largest block of that tally are
+    compared (a choice made on a + b, which is uncorrelated with the difference a - b; a choice on the
+    estimated errors would favour blocks whose error came out low). For each, Welch's t = (a - b) /
+    sqrt(s_a^2 + s_b^2) with its Welch-Satterthwaite degrees of freedom (B. L. Welch, Biometrika 34, 28 (1947))
+    is mapped to the standard normal quantile of the same tail probability, and the squares are summed: a
+    chi-square with one degree of freedom per block when a and b estimate the same means. Runs with the same
+    seed share their histories until these diverge, which only lowers the sum; a large one means a difference.
+
+    Returns
+    -------
+    dict
+        ``{"images": {...}, "energy_deposit": {...}}`` (the latter when both tallied it), each with ``chi2``,
+        ``dof`` (blocks compared), ``chi2_per_dof`` and ``p_value`` (of a chi-square as large or larger).
+    """
+    from scipy import stats
+
+    def blocks_of(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        shape = [n // block for n in x.shape]
+        x = x[tuple(slice(0, n * block) for n in shape)]
+        grouped = x.reshape([v for n in shape for v in (n, block)])
+        return grouped.sum(axis=tuple(range(1, 2 * x.ndim, 2)))
+
+    def compare(pairs, batches_a, batches_b):
+        chi2, dof = 0.0, 0
+        for x, sx, y, sy in pairs:
+            x, y = blocks_of(x), blocks_of(y)
+            va, vb = blocks_of(np.square(sx)), blocks_of(np.square(sy))
+            level = 0.5 * (x + y)
+            use = (level >= min_fraction * level.max()) & (va > 0) & (vb > 0) if level.size else level > 0
+            va, vb = va[use], vb[use]
+            t = (x[use] - y[use]) / np.sqrt(va + vb)
+            nu = (va + vb) ** 2 / (va**2 / (batches_a - 1) + vb**2 / (batches_b - 1))
+            z = stats.norm.isf(stats.t.sf(np.abs(t), nu))  # |t| -> |z| with the same one-sided tail
+            chi2 += float(np.sum(z**2))
+            dof += int(use.sum())
+        return {"chi2": chi2, "dof": dof, "chi2_per_dof": chi2 / max(dof, 1),
+                "p_value": float(stats.chi2.sf(chi2, dof)) if dof else float("nan")}
+
+    ba, bb = a.settings["batches"], b.settings["batches"]
+    if min(ba, bb) < 2:
+        raise XsimInputError(f"consistency needs batch errors: runs of >= 2 batches, got {ba} and {bb}")
+    check_type("block", block, (int, np.integer))
+    out = {"images": compare([(getattr(a, k), getattr(a, f"{k}_std"), getattr(b, k), getattr(b, f"{k}_std"))
+                              for k in IMAGE_KINDS], ba, bb)}
+    if a.energy_deposit is not None and b.energy_deposit is not None:
+        out["energy_deposit"] = compare([(a.energy_deposit, a.energy_deposit_std, b.energy_deposit,
+                                          b.energy_deposit_std)], ba, bb)
+    return out
 
 
 def _progress(total: int, enabled: bool):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import ctypes
 import os
 import warnings
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from . import runtime
+from . import device, runtime
 from .checks import XsimInputError, check_range, check_type
 from .detector import Detector
 from .fileio import atomic_path
@@ -88,10 +88,30 @@ class ProjectParams(runtime.Params):
     ]
 
 
+# On the GPU without fused multiply-adds: the walk then makes the host build's IEEE operations, and the line
+# integrals are the same bits on both backends (tests/test_gpu.py); the exponentials of the energy sum still
+# differ by a few ulp (__expf against the host's polynomial).
+_CUDA_OPTIONS = ("--fmad=false",)
+
+
 @cache
 def _kernel(n_materials: int, backend: str) -> runtime.Kernel:
     return runtime.Kernel("project.cu", entry="project", params=ProjectParams,
-                          defines={"PROJECT_NMAT": n_materials, "PROJECT_TILE": _TILE}, backend=backend)
+                          defines={"PROJECT_NMAT": n_materials, "PROJECT_TILE": _TILE}, backend=backend,
+                          cuda_options=_CUDA_OPTIONS)
+
+
+@lru_cache(maxsize=64)
+def _energy_tables(materials: tuple, energies: bytes, detector_key: str, detector: Detector) -> tuple:
+    """The kernel's per-energy tables for these materials, energies (float64 bytes) and detector: (mu/rho
+    [material, energy] cm^2/g, detector mu t, signal, count), float32 and read-only. Computing them costs ~5 ms
+    per call (a material's mu/rho at 150 energies), more than a GPU projection."""
+    e = np.frombuffer(energies, dtype=np.float64)
+    mu = np.stack([m.mu_over_rho(e) for m in materials]).astype(np.float32)  # [mat, E]
+    out = (np.ascontiguousarray(mu), *(np.ascontiguousarray(t, np.float32) for t in detector.kernel_tables(e)))
+    for table in out:
+        table.flags.writeable = False
+    return out
 
 
 class Projection:
@@ -113,13 +133,40 @@ class Projection:
     """
 
     def __init__(self, primary, line_integrals, photons, flat_field, camera, spectrum, detector):
-        self.primary = primary
-        self.line_integrals = line_integrals
-        self.photons = photons
-        self.flat_field = flat_field
+        # numpy arrays, or on the cuda backend cupy arrays that are copied to the host when first read
+        self._images = {"primary": device.HostView(primary), "flat_field": device.HostView(flat_field),
+                        "photons": None if photons is None else device.HostView(photons)}
+        self._line_integrals = {name: device.HostView(image) for name, image in line_integrals.items()}
         self.camera = camera
         self.spectrum = spectrum
         self.detector = detector
+
+    @property
+    def primary(self) -> np.ndarray:
+        return self._images["primary"].host()
+
+    @property
+    def flat_field(self) -> np.ndarray:
+        return self._images["flat_field"].host()
+
+    @property
+    def photons(self) -> np.ndarray | None:
+        view = self._images["photons"]
+        return None if view is None else view.host()
+
+    @property
+    def line_integrals(self) -> dict[str, np.ndarray]:
+        return {name: view.host() for name, view in self._line_integrals.items()}
+
+    @property
+    def device(self) -> dict:
+        """The images where they were computed, without a copy: cupy arrays on the cuda backend (numpy on the
+        cpu), keys ``primary``, ``flat_field``, ``photons`` (None unless computed) and ``line_integrals`` (a
+        dict by material). For GPU pipelines that continue on the device (``xsim.render``, torch through
+        DLPack)."""
+        images = {k: None if v is None else v.device for k, v in self._images.items()}
+        images["line_integrals"] = {name: view.device for name, view in self._line_integrals.items()}
+        return images
 
     @property
     def transmission(self) -> np.ndarray:
@@ -200,27 +247,36 @@ def project(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = None, 
         raise XsimInputError(
             f"phantom has {n_mat} materials; the projector supports at most {MAX_MATERIALS} (merge materials "
             "with the same composition, or map rare ones to a close material)")
-    kernel = _kernel(n_mat, runtime.select_backend(backend))
+    backend = runtime.select_backend(backend)
+    kernel = _kernel(n_mat, backend)
 
     # Bins whose fluence is 0 in the kernel's float32 cost time and add exact zeros (e.g. the bins below
     # ~6 keV of a filtered tungsten spectrum, 1e-50 of its peak and less): dropping them changes no bit.
     keep = spectrum.fluence.astype(np.float32) > 0
-    energies, fluence = spectrum.energies_keV[keep], spectrum.fluence[keep]
-    mu = np.stack([m.mu_over_rho(energies) for m in phantom.materials]).astype(np.float32)  # [mat, E]
-    mu_t, signal, count = detector.kernel_tables(energies)
+    energies, fluence = spectrum.energies_keV[keep], spectrum.fluence[keep].astype(np.float32)
+    tables = (*_energy_tables(tuple(phantom.materials), np.ascontiguousarray(energies, np.float64).tobytes(),
+                              repr(detector), detector), fluence)
+    if backend == "cuda":  # the phantom stays on the GPU between calls; the outputs stay there until read
+        xp = runtime.cupy_module()
+        index, density = device.phantom_arrays(phantom)
+        tables = tuple(xp.asarray(t) for t in tables)
+    else:
+        xp = np
+        index = np.ascontiguousarray(phantom.material_index, dtype=np.uint8)
+        density = np.ascontiguousarray(phantom.density_g_cm3, dtype=np.float32)
+    mu, mu_t, signal, count, fluence = tables
 
     rows, cols = camera.detector_shape
     frame = camera.detector_frame()
     area_mm2 = float(np.linalg.norm(np.cross(frame.u_step_mm, frame.v_step_mm)))
     n_pix = rows * cols
-    line = np.zeros((n_mat, rows, cols), np.float32)
-    primary = np.zeros((rows, cols), np.float32)
-    counts = np.zeros((rows, cols), np.float32) if photons else None
-    flat = np.zeros((rows, cols), np.float32)
+    line = xp.zeros((n_mat, rows, cols), np.float32)
+    primary = xp.zeros((rows, cols), np.float32)
+    counts = xp.zeros((rows, cols), np.float32) if photons else None
+    flat = xp.zeros((rows, cols), np.float32)
     params = ProjectParams(
-        material_index=np.ascontiguousarray(phantom.material_index, dtype=np.uint8),
-        density=np.ascontiguousarray(phantom.density_g_cm3, dtype=np.float32),
-        mu_over_rho=np.ascontiguousarray(mu), fluence=fluence.astype(np.float32),
+        material_index=index, density=density,
+        mu_over_rho=mu, fluence=fluence,
         det_mu_t=mu_t, det_signal=signal, det_count=count,
         line_integrals=line, primary=primary, photons=counts, flat_field=flat,
         pixel_area_mm2=area_mm2, n_pixels=n_pix, rows=rows, cols=cols, n_energies=len(energies),
@@ -232,11 +288,27 @@ def project(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = None, 
     n_threads = -(-rows // _TILE) * -(-cols // _TILE) * _TILE**2  # whole tiles (see kernels/project.cu)
     kernel.launch(n_threads, params, threads=threads)
 
-    if not line.any() and phantom.density_g_cm3.any():
+    # (phantom.density_g_cm3.any() reads the whole phantom: only when no ray crossed anything; on the GPU, line.any()
+    # would wait for the launch, so it is asked only when the phantom's box does not plainly project into view)
+    if (backend == "cpu" or not _box_in_view(phantom, camera)) and not line.any() and phantom.density_g_cm3.any():
         warnings.warn("no ray of the camera crosses the phantom (is it looking away from the volume?): the "
                       "image is the flat field", stacklevel=2)
     names = [m.name for m in phantom.materials]
     return Projection(primary, dict(zip(names, line)), counts, flat, camera, spectrum, detector)
+
+
+def _box_in_view(phantom: Phantom, camera: Camera) -> bool:
+    """True when the phantom's voxel box lies in front of the source and one of its corners projects onto the
+    detector (some rays then cross it); False when that is not plainly so."""
+    corners = np.array([[i, j, k] for i in (-0.5, phantom.shape[0] - 0.5) for j in (-0.5, phantom.shape[1] - 0.5)
+                        for k in (-0.5, phantom.shape[2] - 0.5)])
+    world = phantom.voxel_to_world(corners)
+    normal = camera.detector_frame().normal
+    if ((world - camera.source_mm) @ normal <= 0).any():
+        return False
+    u, v = camera.project_points(world).T
+    rows, cols = camera.detector_shape
+    return bool(((u > -0.5) & (u < cols - 0.5) & (v > -0.5) & (v < rows - 0.5)).any())
 
 
 def _spectrum(spectrum: Spectrum | None, energy_keV: float | None) -> Spectrum:

@@ -26,13 +26,15 @@ import numpy as np
 
 from .checks import XsimInputError, check_choice, check_positive, check_type
 from .detector import Detector
+from .device import HostView
 from .geometry import Camera, CArm
 from .labels import LabelSpec, make_labels
 from .physics.spectra import Spectrum
 from .readout import Readout, display, log_image, spectral_spread_factor
 from .volume import Phantom, Volume
 
-__all__ = ["PROCEDURAL_PHANTOMS", "Rendering", "SCATTER_MODES", "demo", "load_phantom", "procedural_spec", "render"]
+__all__ = ["PROCEDURAL_PHANTOMS", "Rendering", "SCATTER_MODES", "demo", "load_phantom", "procedural_spec", "render",
+           "render_views"]
 
 SCATTER_MODES = ("cnn", "mc", "none")
 PROCEDURAL_PHANTOMS = ("thorax", "abdomen", "pelvis", "head")
@@ -58,14 +60,35 @@ class Rendering:
     """
 
     def __init__(self, image, primary, scatter, flat_field, camera, labels, settings, readout):
-        self.image = image
-        self.primary = primary
-        self.scatter = scatter
-        self.flat_field = flat_field
+        # numpy arrays, or on the cuda backend GPU tensors copied to the host when first read
+        self._images = {"image": HostView(image), "primary": HostView(primary), "scatter": HostView(scatter),
+                        "flat_field": HostView(flat_field)}
         self.camera = camera
         self.labels = labels
         self.settings = settings
         self.readout = readout
+
+    @property
+    def image(self) -> np.ndarray:
+        return self._images["image"].host()
+
+    @property
+    def primary(self) -> np.ndarray:
+        return self._images["primary"].host()
+
+    @property
+    def scatter(self) -> np.ndarray:
+        return self._images["scatter"].host()
+
+    @property
+    def flat_field(self) -> np.ndarray:
+        return self._images["flat_field"].host()
+
+    @property
+    def device(self) -> dict:
+        """The images where they were computed, without a copy: ``image``, ``primary``, ``scatter``,
+        ``flat_field`` as torch tensors on the GPU for a GPU rendering, numpy arrays otherwise."""
+        return {name: view.device for name, view in self._images.items()}
 
     @property
     def transmission(self) -> np.ndarray:
@@ -115,7 +138,9 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
     noise : bool
         Draw quantum and electronic noise (False: the expected, blurred image).
     seed : int
-        Seed of the noise (``numpy.random.default_rng(seed)``) and of the Monte Carlo; same seed, same image.
+        Seed of the noise and of the Monte Carlo; same seed, same image on a given backend. The CPU draws the
+        noise with ``numpy.random.default_rng(seed)``, the GPU with a torch CUDA generator seeded with
+        ``seed``: the two backends give statistically identical frames, not the same one.
     detector : Detector, optional
         Energy response (default ``Detector()``: 600 um CsI, energy integrating).
     readout : Readout, optional
@@ -126,7 +151,8 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
         Histories of the Monte Carlo when ``scatter="mc"``. The Monte Carlo image's own statistical noise
         adds to the image: use enough histories for the scatter to be smooth at the pixel size.
     backend : {"auto", "cpu", "cuda"}
-        Kernel target.
+        Kernel target. On ``"cuda"`` (with a CUDA build of torch) the whole pipeline runs on the GPU: the
+        phantom stays resident between calls, and the images are copied to the host only when read.
     threads : int, optional
         CPU threads of the kernels (default all); images do not depend on it.
 
@@ -134,11 +160,38 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
     -------
     Rendering
     """
-    from .projector import project
-
     start = time.perf_counter()
     phantom = _as_phantom(volume_or_phantom)
     check_type("camera", camera, Camera)
+    args = _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels)
+    return _render_views(phantom, [camera], args, mc_photons, backend, threads, start)[0]
+
+
+def render_views(volume_or_phantom: Volume | Phantom, cameras: Any, spectrum: Spectrum, mas: float = 1.0,
+                 scatter: str = "cnn", noise: bool = True, seed: int = 0, detector: Detector | None = None,
+                 readout: Readout | None = None, labels: LabelSpec | None = None, mc_photons: float = 1e6,
+                 backend: str = "auto", threads: int | None = None) -> list[Rendering]:
+    """Render one volume from many cameras (a C-arm sweep, the views of a dataset): one :class:`Rendering` per
+    camera, view ``k`` being ``render(..., cameras[k], ..., seed=seed + k)``.
+
+    On the cuda backend the views are projected back to back without waiting, their scatter goes through the
+    CNN as one batch and their readout runs on the GPU, so the device stays busy (on the CPU the views are
+    rendered one after the other). The same settings as :func:`render`; ``cameras`` is a sequence of
+    :class:`Camera`. A batch through the CNN may round its last bits differently from one image at a time.
+    """
+    start = time.perf_counter()
+    phantom = _as_phantom(volume_or_phantom)
+    cameras = list(cameras) if not isinstance(cameras, Camera) else [cameras]
+    if not cameras:
+        raise XsimInputError("cameras must hold at least one Camera")
+    for k, cam in enumerate(cameras):
+        check_type(f"cameras[{k}]", cam, Camera)
+    args = _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels)
+    return _render_views(phantom, cameras, args, mc_photons, backend, threads, start)
+
+
+def _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels) -> dict:
+    """The checked settings of a rendering, defaults filled in."""
     check_type("spectrum", spectrum, Spectrum)
     check_positive("mas", mas, unit="mAs")
     check_choice("scatter", scatter, SCATTER_MODES)
@@ -150,35 +203,116 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
     readout = Readout() if readout is None else check_type("readout", readout, Readout)
     if labels is not None:
         check_type("labels", labels, LabelSpec).check(phantom)
-    proj = project(phantom, camera, spectrum=spectrum, detector=detector, backend=backend, threads=threads,
-                   photons=True)
-    primary, photons, flat = proj.primary, proj.photons, proj.flat_field
-    scatter_img = np.zeros_like(primary)
-    if scatter == "mc":
-        from .montecarlo import monte_carlo
+    return dict(spectrum=spectrum, mas=float(mas), scatter=scatter, noise=bool(noise), seed=int(seed),
+                detector=detector, readout=readout, labels=labels)
 
-        mc = monte_carlo(phantom, camera, spectrum=spectrum, photons=int(mc_photons), seed=int(seed),
-                         detector=detector, backend=backend, threads=threads, progress=False)
-        scatter_img = np.asarray(mc.scatter, dtype=np.float32)
-    elif scatter == "cnn":
+
+def _render_views(phantom: Phantom, cameras: list, a: dict, mc_photons: float, backend: str, threads: int | None,
+                  start: float) -> list[Rendering]:
+    from .device import cached
+    from .projector import project
+
+    spectrum, detector, scatter, mas = a["spectrum"], a["detector"], a["scatter"], a["mas"]
+    # per (spectrum, detector): the spread factor k, photons per keV of the open beam, air kerma (~1.5 ms)
+    beam = cached(spectrum, f"render beam facts {detector!r}", lambda: (
+        spectral_spread_factor(spectrum, detector), _flat_photons_per_keV(spectrum, detector),
+        spectrum.air_kerma_per_mas_uGy() if spectrum.kvp else None))
+    projections = [project(phantom, cam, spectrum=spectrum, detector=detector, backend=backend, threads=threads,
+                           photons=True) for cam in cameras]
+    gpu = _gpu_pipeline(projections[0])
+    scatter_images = _scatter_images(phantom, cameras, projections, a, mc_photons, backend, threads, gpu)
+    out = []
+    for k, (cam, proj, scatter_img) in enumerate(zip(cameras, projections, scatter_images)):
+        seed = a["seed"] + k
+        if gpu:
+            images = _readout_on_device(proj, scatter_img, cam, a, beam, seed)
+        else:
+            images = _readout_on_host(proj, scatter_img, cam, a, beam, seed)
+        label_data = make_labels(a["labels"], phantom, cam, projection=proj, backend=backend, threads=threads)
+        settings = _settings(phantom, cam, spectrum, detector, a["readout"], mas, scatter, a["noise"], seed,
+                             beam, mc_photons)
+        settings["render_time_s"] = (time.perf_counter() - start) / len(cameras)
+        out.append(Rendering(*images, cam, label_data, settings, a["readout"]))
+    return out
+
+
+def _gpu_pipeline(projection) -> bool:
+    """True when the projection is on a GPU and torch works there: scatter, noise and readout then run on it."""
+    from .device import is_device_array
+
+    if not is_device_array(projection.device["primary"]):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _scatter_images(phantom, cameras, projections, a, mc_photons, backend, threads, gpu) -> list:
+    """The expected scatter signal per pixel per mAs of each view: float32 numpy arrays, or torch tensors on the
+    GPU when ``gpu`` (the CNN's batch never leaves the device)."""
+    scatter, spectrum = a["scatter"], a["spectrum"]
+    if scatter == "cnn":
         from . import scatter as scatter_model  # torch is imported only when the CNN is used
 
-        scatter_img = np.asarray(scatter_model.predict(proj, spectrum), dtype=np.float32)
+        if gpu:
+            return list(scatter_model.predict_on_device(projections, spectrum, scatter_model.load_model()))
+        return [np.asarray(scatter_model.predict(p, spectrum), dtype=np.float32) for p in projections]
+    images = []
+    for k, (cam, proj) in enumerate(zip(cameras, projections)):
+        if scatter == "mc":
+            from .montecarlo import monte_carlo
 
+            mc = monte_carlo(phantom, cam, spectrum=spectrum, photons=int(mc_photons), seed=a["seed"] + k,
+                             detector=a["detector"], backend=backend, threads=threads, progress=False)
+            image = np.asarray(mc.scatter, dtype=np.float32)
+        else:
+            image = None
+        if gpu:
+            import torch
+
+            primary = torch.from_dlpack(proj.device["primary"])
+            images.append(torch.zeros_like(primary) if image is None else torch.as_tensor(image, device=primary.device))
+        else:
+            images.append(np.zeros_like(proj.primary) if image is None else image)
+    return images
+
+
+def _readout_on_host(proj, scatter_img, camera, a, beam, seed) -> tuple:
+    """(raw frame, primary, scatter, flat field) for the exposure, numpy float32 (the CPU pipeline)."""
+    mas = a["mas"]
+    primary, photons, flat = proj.primary, proj.photons, proj.flat_field
+    k, flat_photons_per_keV, _ = beam
     # detected photons per keV of signal: the primary's at the pixel, the flat field's where no primary
-    photons_per_keV = np.where(primary > 0, photons / np.where(primary > 0, primary, 1.0),
-                               _flat_photons_per_keV(spectrum, detector))
+    photons_per_keV = np.where(primary > 0, photons / np.where(primary > 0, primary, 1.0), flat_photons_per_keV)
     signal = (primary.astype(np.float64) + scatter_img) * mas
     n_detected = (photons.astype(np.float64) + scatter_img * photons_per_keV) * mas
-    k = spectral_spread_factor(spectrum, detector)
-    rng = np.random.default_rng(int(seed)) if noise else None
-    image = readout.read(signal, n_detected, camera.pixel_mm, rng, spread_factor=k, noise=bool(noise))
+    rng = np.random.default_rng(int(seed)) if a["noise"] else None
+    image = a["readout"].read(signal, n_detected, camera.pixel_mm, rng, spread_factor=k, noise=a["noise"])
+    return (image, (primary * mas).astype(np.float32), (scatter_img * mas).astype(np.float32),
+            (flat * mas).astype(np.float32))
 
-    label_data = make_labels(labels, phantom, camera, projection=proj, backend=backend, threads=threads)
-    settings = _settings(phantom, camera, spectrum, detector, readout, mas, scatter, noise, seed, k, mc_photons)
-    settings["render_time_s"] = time.perf_counter() - start
-    return Rendering(image, (primary * mas).astype(np.float32), (scatter_img * mas).astype(np.float32),
-                     (flat * mas).astype(np.float32), camera, label_data, settings, readout)
+
+def _readout_on_device(proj, scatter_img, camera, a, beam, seed) -> tuple:
+    """:func:`_readout_on_host` on the GPU with torch: the same expressions in the same precisions, noise from a
+    torch CUDA generator seeded with ``seed`` (reproducible on the GPU, not the CPU's numpy draws)."""
+    import torch
+
+    mas = a["mas"]
+    images = proj.device
+    primary, photons = torch.from_dlpack(images["primary"]), torch.from_dlpack(images["photons"])
+    flat = torch.from_dlpack(images["flat_field"])
+    k, flat_photons_per_keV, _ = beam
+    photons_per_keV = torch.where(primary > 0, photons / torch.where(primary > 0, primary, 1.0),
+                                  flat_photons_per_keV)
+    signal = (primary.double() + scatter_img) * mas
+    n_detected = (photons.double() + scatter_img * photons_per_keV) * mas
+    generator = None
+    if a["noise"]:
+        generator = torch.Generator(device=primary.device)
+        generator.manual_seed(int(seed))
+    image = a["readout"].read_on_device(signal, n_detected, camera.pixel_mm, generator, spread_factor=k,
+                                        noise=a["noise"])
+    return image, (primary * mas).float(), (scatter_img * mas).float(), (flat * mas).float()
 
 
 def _flat_photons_per_keV(spectrum, detector) -> float:
@@ -198,9 +332,10 @@ def _as_phantom(obj: Any) -> Phantom:
     raise XsimInputError(f"volume_or_phantom must be a Volume (HU) or a Phantom, got {type(obj).__name__}")
 
 
-def _settings(phantom, camera, spectrum, detector, readout, mas, scatter, noise, seed, k, mc_photons) -> dict:
+def _settings(phantom, camera, spectrum, detector, readout, mas, scatter, noise, seed, beam, mc_photons) -> dict:
     from . import __version__
 
+    k, _, air_kerma = beam
     lao, cran = CArm.angles_of(camera)
     return {
         "xsim_version": __version__,
@@ -212,7 +347,7 @@ def _settings(phantom, camera, spectrum, detector, readout, mas, scatter, noise,
         "spectral_spread_factor": k,
         "spectrum": {"kvp": spectrum.kvp, "description": spectrum.description,
                      "mean_energy_keV": spectrum.mean_energy_keV,
-                     "air_kerma_per_mas_uGy_at_1m": spectrum.air_kerma_per_mas_uGy() if spectrum.kvp else None},
+                     "air_kerma_per_mas_uGy_at_1m": air_kerma},
         "detector": repr(detector),
         "readout": readout.to_dict(),
         "phantom": {"source": phantom.source, "shape": list(phantom.shape),

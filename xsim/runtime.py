@@ -57,6 +57,7 @@ __all__ = [
     "ParamsLayoutError",
     "array",
     "cache_stats",
+    "cupy_module",
     "translation_unit",
     "default_threads",
     "from_fixed",
@@ -88,6 +89,12 @@ def _cupy() -> Any:
             "(nvidia-smi) and CUDA_VISIBLE_DEVICES, or use backend='cpu'."
         )
     return cupy
+
+
+def cupy_module() -> Any:
+    """The cupy module, for code that handles device arrays on the cuda backend (BackendUnavailableError
+    saying what is missing when CuPy or a device is not there)."""
+    return _cupy()
 
 
 def select_backend(backend: str | None = None) -> str:
@@ -185,6 +192,13 @@ class Kernel:
         See :func:`select_backend`; default from ``XSIM_BACKEND``, else auto.
     threads : int, optional
         CPU threads for launches (cpu backend); default :func:`default_threads`.
+    persistent : bool
+        The source declares its entry with ``XSIM_PERSISTENT_KERNEL(entry, Params, threads, min_blocks)``:
+        on the GPU it is launched with ``threads`` per block and exactly the blocks that are resident on the
+        device at once (CUDA's occupancy calculator), each thread running many items.
+    cuda_options : sequence of str, optional
+        Extra NVRTC options for the cuda backend (e.g. ``("--fmad=false",)``: no fused multiply-add, so the
+        GPU performs the host build's IEEE operations); part of CuPy's cache key. Ignored on the cpu backend.
     """
 
     def __init__(
@@ -195,6 +209,8 @@ class Kernel:
         defines: dict[str, Any] | None = None,
         backend: str | None = None,
         threads: int | None = None,
+        persistent: bool = False,
+        cuda_options: tuple[str, ...] | list[str] = (),
     ):
         if not (isinstance(entry, str) and entry.isidentifier()):
             raise XsimInputError(f"entry must be a C identifier (the XSIM_KERNEL name), got {entry!r}")
@@ -204,6 +220,8 @@ class Kernel:
         self.defines = dict(defines or {})
         self.backend = select_backend(backend)
         self.threads = self._check_threads(threads)
+        self.persistent = bool(persistent)
+        self.cuda_options = tuple(str(o) for o in cuda_options)
         self.library: Path | None = None  # cpu: the shared library loaded
         text = translation_unit(self.source, entry, params)
         include_dirs = list(dict.fromkeys([self.source.parent, kernels_dir().resolve()]))
@@ -228,7 +246,8 @@ class Kernel:
     def _load_cuda(self, text: str, include_dirs: list[Path]) -> np.ndarray:
         """Compile with NVRTC through CuPy (which caches the binary); returns the C struct's field offsets."""
         cp = self._cp = _cupy()
-        options = nvrtc_options(include_dirs, self.defines, source_digest(text, self.source.parent, include_dirs))
+        options = (*nvrtc_options(include_dirs, self.defines, source_digest(text, self.source.parent, include_dirs)),
+                   *self.cuda_options)
         try:
             module = cp.RawModule(code=text, options=options)
             self._function = module.get_function(self.entry)
@@ -236,8 +255,25 @@ class Kernel:
             raise KernelCompileError(f"NVRTC failed to compile {self.source} ({self.entry}):\n{err}") from err
         offsets = cp.zeros(len(self.params._fields_), cp.uint64)
         module.get_function(f"{self.entry}_xsim_layout")((1,), (1,), (offsets,))
-        self._max_blocks = CUDA_BLOCKS_PER_SM * cp.cuda.Device().attributes["MultiProcessorCount"]
+        multiprocessors = cp.cuda.Device().attributes["MultiProcessorCount"]
+        self._block = CUDA_BLOCK
+        self._max_blocks = CUDA_BLOCKS_PER_SM * multiprocessors
+        if self.persistent:
+            # The block size the entry was compiled for (its __launch_bounds__), and the blocks of that size
+            # the device holds at once: the grid of persistent threads.
+            self._block = int(self._function.max_threads_per_block)
+            per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(self._function.ptr, self._block, 0)
+            self._max_blocks = max(1, int(per_sm)) * multiprocessors
         return offsets.get()
+
+    def cuda_attributes(self) -> dict:
+        """The compiled entry's resources on the GPU (cuda backend): registers per thread, local memory
+        (stack and spills) per thread in bytes, threads per block and blocks per launch."""
+        if self.backend != "cuda":
+            raise XsimInputError(f"cuda_attributes() needs the cuda backend, this kernel runs on {self.backend}")
+        f = self._function
+        return {"registers": int(f.num_regs), "local_bytes": int(f.local_size_bytes), "block": self._block,
+                "max_blocks": self._max_blocks, "persistent": self.persistent}
 
     @staticmethod
     def _check_threads(threads: int | None) -> int:
@@ -278,10 +314,16 @@ class Kernel:
             return
         struct, keep_alive, copy_back = bind(params, "cuda", self._cp)
         by_value = np.frombuffer(bytes(struct), dtype=np.dtype((np.void, ctypes.sizeof(struct))))
-        blocks = min(math.ceil(n / CUDA_BLOCK), self._max_blocks)
-        self._function((blocks,), (CUDA_BLOCK,), (by_value, np.uint64(n)))
+        blocks = min(math.ceil(n / self._block), self._max_blocks)
+        self._function((blocks,), (self._block,), (by_value, np.uint64(n)))
         for device, host in copy_back:
             device.get(out=host)
+
+    def synchronize(self) -> None:
+        """Wait until the launches made on CuPy's current stream have finished (cuda); nothing on the cpu,
+        whose launches return when done."""
+        if self.backend == "cuda":
+            self._cp.cuda.get_current_stream().synchronize()
 
     def __repr__(self) -> str:
         return f"Kernel({self.source.name!r}, entry={self.entry!r}, backend={self.backend!r})"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .checks import XsimInputError, check_choice
+from .device import is_device_array
 from .runtime_build import ParamsLayoutError
 
 _INTENTS = ("in", "inout")
@@ -130,7 +131,7 @@ def bind(params: Params, backend: str, cupy: Any = None) -> tuple[Params, list, 
                 )
             continue  # stays a null pointer
         if backend == "cpu":
-            if not isinstance(value, np.ndarray):
+            if not isinstance(value, np.ndarray) or is_device_array(value):
                 raise XsimInputError(
                     f"{cls.__name__}.{name}: the cpu backend takes numpy arrays, got {type(value).__name__}"
                     " (use .get() to copy a cupy array to the host)"

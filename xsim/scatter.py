@@ -242,6 +242,8 @@ def predict(projection: Any, spectrum: Any = None, model: ScatterModel | str | o
         raise XsimInputError("spectrum must be a tube spectrum with a kVp (the CNN is conditioned on it), got "
                              f"{spectrum!r}")
     net = load_model(model)
+    if gpu_ready(projection):  # a projection of the cuda backend: features and network run on its GPU
+        return predict_on_device(projection, spectrum, net).cpu().numpy()
     features = input_features(projection.primary, projection.flat_field, projection.line_integrals,
                               spectrum.kvp, spectrum.mean_energy_keV)
     fraction = predict_fraction(net, features)
@@ -249,3 +251,57 @@ def predict(projection: Any, spectrum: Any = None, model: ScatterModel | str | o
     up = F.interpolate(torch.as_tensor(fraction)[None, None], size=projection.primary.shape, mode="bilinear",
                        align_corners=False)[0, 0].numpy()
     return (up * projection.flat_field).astype(np.float32)
+
+
+def gpu_ready(projection: Any) -> bool:
+    """True when the projection's images are on a GPU and torch can work there (a CUDA build of torch): then
+    :func:`predict_on_device` runs without copies to the host."""
+    from .device import is_device_array
+
+    return is_device_array(projection.device["primary"]) and torch.cuda.is_available()
+
+
+def device_features(projection: Any, kvp: float, mean_energy_keV: float) -> torch.Tensor:
+    """:func:`input_features` of a projection whose images are on the GPU, computed there in float64 (the same
+    operations as the numpy version) and returned as a float32 tensor (N_INPUTS, *WORK_SHAPE) on that GPU."""
+    images = projection.device
+    primary = torch.from_dlpack(images["primary"]).double()
+    flat = torch.from_dlpack(images["flat_field"]).double()
+    if bool((flat <= 0).any()):
+        raise XsimInputError("flat_field must be > 0 everywhere (the CNN works on the collimated field)")
+    t = torch.clamp(primary / flat, min=1e-8)
+    mass = torch.zeros_like(flat)
+    for image in images["line_integrals"].values():
+        mass += torch.from_dlpack(image)
+    planes = torch.stack([-torch.log(t) / NEG_LOG_T_SCALE, mass / MASS_SCALE_G_CM2])
+    pooled = F.adaptive_avg_pool2d(planes[None], WORK_SHAPE)[0]
+    const = torch.ones((2, *WORK_SHAPE), dtype=torch.float64, device=flat.device)
+    const[0] *= (kvp - KVP_CENTRE) / KVP_SCALE
+    const[1] *= (mean_energy_keV - MEAN_E_CENTRE_KEV) / MEAN_E_SCALE_KEV
+    return torch.cat([pooled, const]).float()
+
+
+def _model_on(net: ScatterModel, device: torch.device) -> ScatterModel:
+    """A copy of ``net`` on ``device`` (evaluation mode), made once per model and device."""
+    import copy
+
+    from . import device as residency
+
+    return residency.cached(net, f"scatter model on {device}", lambda: copy.deepcopy(net).to(device).eval())
+
+
+def predict_on_device(projections: Any, spectrum: Any, net: ScatterModel) -> torch.Tensor:
+    """Scatter images of projections of the cuda backend, as a float32 torch tensor on their GPU: (rows, cols)
+    for one projection, (views, rows, cols) for a list (one batch through the network). Same model and
+    inputs as :func:`predict`; the images never leave the device. Needs :func:`gpu_ready` projections."""
+    single = not isinstance(projections, (list, tuple))
+    projections = [projections] if single else list(projections)
+    features = torch.stack([device_features(p, spectrum.kvp, spectrum.mean_energy_keV) for p in projections])
+    with torch.no_grad():
+        fraction = torch.exp(_model_on(net, features.device)(features))
+    out = []
+    for k, projection in enumerate(projections):
+        flat = torch.from_dlpack(projection.device["flat_field"])
+        up = F.interpolate(fraction[k:k + 1], size=tuple(flat.shape), mode="bilinear", align_corners=False)[0, 0]
+        out.append(up * flat)
+    return out[0] if single else torch.stack(out)

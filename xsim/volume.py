@@ -246,6 +246,12 @@ class Phantom(_VoxelGrid):
         Analytic description of procedural phantoms (see :mod:`xsim.phantoms`); not saved to file.
     source : str, optional
         Where the data came from, quoted in error messages.
+
+    Notes
+    -----
+    ``material_index`` and ``density_g_cm3`` are read-only views: a phantom does not change once made, which
+    lets the cuda backend keep its device copy between calls. To change voxels, make a new Phantom from
+    modified copies (``phantom.density_g_cm3.copy()``).
     """
 
     def __init__(
@@ -277,7 +283,10 @@ class Phantom(_VoxelGrid):
                 f"density_g_cm3 holds {int(neg.sum())} negative values, the first at index "
                 f"{first} = {density[first]:g} g/cm^3{_where(source)}"
             )
-        self.density_g_cm3 = density
+        # Read-only views: a phantom does not change after it is made, so the GPU keeps its device copy between
+        # calls (xsim.device); to edit voxels, build a new Phantom from modified copies.
+        self.material_index = _read_only(self.material_index)
+        self.density_g_cm3 = _read_only(density)
         self._affine = _check_affine(affine, source)
         self._shape = tuple(int(n) for n in shape)
         self.landmarks = {}
@@ -435,6 +444,13 @@ def _check_materials(materials: Any) -> list[Material]:
     if dup:
         raise XsimInputError(f"materials has repeated names {dup}")
     return mats
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (the caller's own array keeps its flags)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _check_index(index: Any, n_materials: int, name: str, source: str | None = None) -> np.ndarray:
