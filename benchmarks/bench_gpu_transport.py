@@ -11,7 +11,8 @@ tally on (issue 16's setup). Per variant: the transport kernel's photons/s (``tr
 ``monte_carlo``, batches synchronized), its registers per thread, local memory (stack and spills) per thread,
 and the threads x blocks launched at once. The variants are the choices of docs/monte_carlo.md's GPU section:
 the former one-history-per-index state machine (``old``) against persistent threads with several register
-budgets, the Philox refill inlined or not, and fast-math intrinsics. Spectra: as in gpu_check.py.
+budgets, the Philox refill inlined or not, fast-math intrinsics, and walks cut after 2 or 4 block crossings per
+pass. Spectra: as in gpu_check.py.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ VARIANTS = {
     "block128": ({"MC_CUDA_THREADS": 128, "MC_CUDA_MIN_BLOCKS": 6}, ()),
     "philox_inline": ({"XSIM_PHILOX_NOINLINE": 0}, ()),
     "fast_math": ({}, ("--use_fast_math",)),
+    "walk2": ({"MC_CUDA_WALK_CROSSINGS": 2}, ()),
+    "walk4": ({"MC_CUDA_WALK_CROSSINGS": 4}, ()),
 }
 
 

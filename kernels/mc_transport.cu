@@ -69,6 +69,11 @@
 #ifndef MC_CUDA_MIN_BLOCKS
 #define MC_CUDA_MIN_BLOCKS 3
 #endif
+// MC_CUDA_WALK_CROSSINGS: block crossings a flight's walk takes at most per pass of the persistent loop (0: no
+// limit); a longer walk goes on in the next pass, with the other lanes, instead of holding them idle.
+#ifndef MC_CUDA_WALK_CROSSINGS
+#define MC_CUDA_WALK_CROSSINGS 0
+#endif
 
 // MC_LANES: histories a thread runs at once (their flights in lanes, FlightLanes). MC_VECTOR_WALK: the host
 // walks the flights of 16 lanes together in AVX-512 registers (walk_lanes) rather than one at a time
@@ -376,11 +381,16 @@ static __device__ const void* end_walk(const McTransportParams& p, History& h, c
     return &p.voxels[h.voxel];
 }
 
+// How a walk of the blocks ended.
+enum WalkEnd { kLeftGrid = 0, kCollided = 1, kWalking = 2 };
+
 // Walk the blocks (like voxels, Amanatides & Woo 1987) until the optical depth left runs out inside one: the
-// tentative collision (returns true, lane state at that point); or until the flight leaves the grid (false,
-// t at the box's face). A block the flight crosses without a collision takes (face - t) mu_max of the depth;
-// an empty block (majorant 0) takes none.
-static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int lane) {
+// tentative collision (returns kCollided, lane state at that point); or until the flight leaves the grid
+// (kLeftGrid, t at the box's face). A block the flight crosses without a collision takes (face - t) mu_max of
+// the depth; an empty block (majorant 0) takes none. kMaxCrossings > 0: after that many crossings the walk
+// stops (kWalking, lane state saved) and the next call goes on, with the same operations.
+template <int kMaxCrossings>
+static __device__ WalkEnd walk_blocks_upto(const McTransportParams& p, Flights& f, int lane) {
     // The walk in scalars, the axis chosen by selects: indexing the lane's arrays by the axis would keep them in
     // memory, a store-to-load wait on every crossing.
     float t = f.t[lane], tau = f.tau[lane], majorant = f.majorant[lane], inv_majorant = f.inv_majorant[lane];
@@ -392,7 +402,12 @@ static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int l
     const float* majorants = p.majorant_per_mm + f.row[lane];
     const float* inv_majorants = p.inv_majorant_mm + f.row[lane];
     int block = f.block[lane];
-    for (;;) {
+    WalkEnd end = kCollided;
+    for (int crossings = 0;; ++crossings) {
+        if (kMaxCrossings > 0 && crossings == kMaxCrossings) {
+            end = kWalking;
+            break;
+        }
         bool pick_x, pick_y, pick_z;
         const float t_face = min_f(xsim::nearest_face(tx, ty, tz, pick_x, pick_y, pick_z), t_exit);
         const float s = majorant > 0.0f ? tau * inv_majorant : 3.0e38f;
@@ -406,7 +421,7 @@ static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int l
         const int left = pick_x ? left_x : (pick_y ? left_y : left_z);
         if (t_face >= t_exit || left == 0) {
             f.t[lane] = t;
-            return false;
+            return kLeftGrid;
         }
         left_x -= pick_x;
         left_y -= pick_y;
@@ -425,8 +440,15 @@ static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int l
     f.block[lane] = block;
     f.t_next[0][lane] = tx, f.t_next[1][lane] = ty, f.t_next[2][lane] = tz;
     f.blocks_left[0][lane] = left_x, f.blocks_left[1][lane] = left_y, f.blocks_left[2][lane] = left_z;
-    return true;
+    return end;
 }
+
+#if !MC_PERSISTENT
+// The whole walk of a flight: true at a tentative collision, false when it left the grid.
+static __device__ bool walk_blocks(const McTransportParams& p, Flights& f, int lane) {
+    return walk_blocks_upto<0>(p, f, lane) == kCollided;
+}
+#endif
 
 // The tentative collision: real with probability mu(E, voxel) / mu_max (phase kInteract, the photon moved
 // there), otherwise a null collision and the flight goes on with a new optical depth (phase kWalk).
@@ -720,7 +742,10 @@ __device__ void mc_transport_slot(const McTransportParams& p, uint64_t slot, uin
             }
         }
         if (h.phase == kFlight) start_flight(p, h, f, 0);
-        if (h.phase == kWalk) end_walk(p, h, f, 0, walk_blocks(p, f, 0));
+        if (h.phase == kWalk) {
+            const WalkEnd end = walk_blocks_upto<MC_CUDA_WALK_CROSSINGS>(p, f, 0);
+            if (end != kWalking) end_walk(p, h, f, 0, end == kCollided);
+        }
         if (h.phase == kTest) {
             test_collision(p, h, f, 0);
             if (h.phase == kInteract) interact_in_phantom(p, h);

@@ -113,6 +113,17 @@ def stand_in(multiprocessors: int = 4) -> types.ModuleType:
             return _Function(self._library, name, RawModule.launches)
 
     stream = types.SimpleNamespace(synchronize=lambda: None)
+
+    class Event:  # host clock "events", enough for benchmarks/gpu_check.py's smoke test
+        def record(self):
+            import time
+
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    cupy.__version__ = "stand-in"
     cupy.__dict__.update(
         ndarray=ndarray, asarray=asarray, ascontiguousarray=ascontiguousarray, zeros=zeros, empty=empty,
         full_like=full_like, divide=np.divide, multiply=np.multiply, maximum=np.maximum, sqrt=np.sqrt,
@@ -121,9 +132,13 @@ def stand_in(multiprocessors: int = 4) -> types.ModuleType:
         cuda=types.SimpleNamespace(
             Device=lambda: types.SimpleNamespace(attributes={"MultiProcessorCount": multiprocessors}),
             get_current_stream=lambda: stream,
+            Event=Event,
+            get_elapsed_time=lambda begin, end: 1e3 * (end.t - begin.t),
             compiler=types.SimpleNamespace(CompileException=CompileException),
             driver=types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=lambda f, block, smem: 1),
-            runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError),
+            runtime=types.SimpleNamespace(
+                getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError,
+                getDeviceProperties=lambda i: {"name": b"CuPy stand-in (CPU)", "multiProcessorCount": multiprocessors}),
         ),
     )
     return cupy

@@ -110,7 +110,8 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
     # grid and an air world exercise every phase of the state machine; the default build (vector walk where
     # the CPU has AVX-512), with a vector walk of one block per round, the scalar walk over 16 lanes, and another
     # interleave depth and group size; and the GPU's build, persistent slots that each run photons one after
-    # another through one loop of the phases (with few slots, and with Philox blocks computed by a call).
+    # another through one loop of the phases (with few slots; and with Philox blocks computed by a call and the
+    # walks cut after each block crossing, to go on in the next pass).
     from xsim import montecarlo
 
     kw = dict(spectrum=Spectrum.tungsten(80), photons=20011, seed=7, batches=2, progress=False, backend="cpu",
@@ -124,7 +125,8 @@ def test_interleaved_histories_do_not_change_any_bit(small_thorax, small_camera)
     assert one.multiple.sum() > 0 and one.rayleigh.sum() > 0
     for defines in ({}, {"MC_WALK_STEPS": 1}, {"MC_INTERLEAVE": 16, "MC_SCALAR_WALK": 1},
                     {"MC_INTERLEAVE": 3, "MC_GROUP": 50}, {"MC_PERSISTENT": 1, "XSIM_HOST_SLOTS": 37},
-                    {"MC_PERSISTENT": 1, "XSIM_PHILOX_BLOCKS": 1, "XSIM_PHILOX_NOINLINE": 1}):
+                    {"MC_PERSISTENT": 1, "XSIM_PHILOX_BLOCKS": 1, "XSIM_PHILOX_NOINLINE": 1,
+                     "MC_CUDA_WALK_CROSSINGS": 1}):
         other = run(**defines)
         for kind in IMAGE_KINDS:
             assert np.array_equal(getattr(one, kind), getattr(other, kind))

@@ -151,6 +151,17 @@ def from_fixed(acc: Any, scale: float) -> Any:
     return acc.view(np.int64) / scale
 
 
+def _resident_blocks(cp: Any, function: Any, block: int) -> int:
+    """Blocks of ``block`` threads of ``function`` one multiprocessor holds at once: CUDA's occupancy
+    calculator, else (a CuPy without it) the register file's count (64K registers, 2048 threads, 32 blocks per
+    multiprocessor on every GPU since Volta; registers allocated in units of 8 per thread)."""
+    try:
+        return int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(function.ptr, block, 0))
+    except AttributeError:
+        registers = -(-max(int(function.num_regs), 1) // 8) * 8
+        return min(32, 2048 // block, 65536 // (registers * block))
+
+
 def _resolve_source(source: str | os.PathLike) -> Path:
     """A bare file name is looked up in the shipped kernels folder; anything with a folder is a path."""
     path = Path(source)
@@ -262,8 +273,7 @@ class Kernel:
             # The block size the entry was compiled for (its __launch_bounds__), and the blocks of that size
             # the device holds at once: the grid of persistent threads.
             self._block = int(self._function.max_threads_per_block)
-            per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(self._function.ptr, self._block, 0)
-            self._max_blocks = max(1, int(per_sm)) * multiprocessors
+            self._max_blocks = max(1, _resident_blocks(cp, self._function, self._block)) * multiprocessors
         return offsets.get()
 
     def cuda_attributes(self) -> dict:
