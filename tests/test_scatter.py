@@ -1,5 +1,5 @@
-"""Tests of the learned scatter path: xsim.scatter (model, predict), xsim.scatter_data (Monte Carlo dataset),
-xsim.scatter_train (loss, deterministic training) and xsim.scatter_eval (metrics).
+"""Tests of the learned scatter path: xsim.scatter (model, predict), xsim.scatter.data (Monte Carlo dataset),
+xsim.scatter.train (loss, deterministic training) and xsim.scatter.evaluate (metrics).
 
 The shipped model is checked against tests/data/scatter_heldout/, Monte Carlo cases of phantom seeds the model
 never saw (provenance: tests/data/scatter_heldout/PROVENANCE.md).
@@ -16,9 +16,9 @@ from xsim.geometry import CArm
 from xsim.physics.spectra import Spectrum
 from xsim.projector import project
 from xsim.scatter import DEFAULT_MODEL, N_INPUTS, WORK_SHAPE, ScatterModel, load_model, predict, predict_fraction
-from xsim.scatter_data import load_dataset, make_dataset, plan_cases
-from xsim.scatter_eval import case_errors, mc_seconds_at_noise
-from xsim.scatter_train import fit, loss_weights, noise_weighted_loss
+from xsim.scatter.data import load_dataset, make_dataset, plan_cases
+from xsim.scatter.evaluate import case_errors, mc_seconds_at_noise
+from xsim.scatter.train import fit, loss_weights, noise_weighted_loss
 
 HELDOUT = Path(__file__).parent / "data" / "scatter_heldout"
 
@@ -197,7 +197,7 @@ def test_render_with_cnn_scatter():
 
 
 def test_train_writes_model_with_metadata(tmp_path):
-    from xsim.scatter_train import train
+    from xsim.scatter.train import train
 
     out = tmp_path / "m.pt"
     model, history = train(HELDOUT, out, epochs=1, width=4, depth=1, threads=1, progress=False)

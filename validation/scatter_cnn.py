@@ -4,12 +4,12 @@ Held-out reference set (``reference_cases``): thorax, abdomen, pelvis and head p
 101 (the shipped model was trained on seeds 0-29), one random view each, tube voltages 60, 65, 70, 80, 90,
 100, 110 and 120 kVp (one per case), Al 2-4 mm + Cu 0-0.3 mm, with enough histories (2.5e8 to 1e9 per
 case, ``REFERENCE_PHOTONS``) that the Monte Carlo's own noise is below 1 % per 16 x 16 pixel (median over
-the field), as issue 6 asks of the reference. It is simulated with :func:`xsim.scatter_data.make_dataset`
+the field), as issue 6 asks of the reference. It is simulated with :func:`xsim.scatter.data.make_dataset`
 into ``<out_dir>/reference-data`` unless ``data_dir`` points at an existing one (resumable; about 35 minutes
 on two CPU cores). Quick version: the four phantoms of seed 102, one view each, 2e7 histories (a minute or
 two).
 
-Metrics (:mod:`xsim.scatter_eval`): MAPE of the scatter over the field on the 64 x 64 working grid
+Metrics (:mod:`xsim.scatter.evaluate`): MAPE of the scatter over the field on the 64 x 64 working grid
 (4.8 mm pixels) and on the 16 x 16 evaluation grid (19 mm pixels), its noise floor, the SPR error, the
 oracle constant-SPR baseline; timing of :func:`xsim.scatter.predict` for a 256 x 256 image (one torch thread)
 and the Monte Carlo time for the same noise (one kernel thread, from the reference runs).
@@ -33,8 +33,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xsim.scatter import load_model  # noqa: E402
-from xsim.scatter_data import make_dataset, plan_cases  # noqa: E402
-from xsim.scatter_eval import EVAL_POOL, evaluate, mc_seconds_at_noise, time_inference  # noqa: E402
+from xsim.scatter.data import make_dataset, plan_cases  # noqa: E402
+from xsim.scatter.evaluate import EVAL_POOL, evaluate, mc_seconds_at_noise, time_inference  # noqa: E402
 from xsim.validate import save_figure, save_table  # noqa: E402
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"

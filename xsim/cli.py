@@ -256,7 +256,7 @@ def _kv_list(text: str) -> list[float]:
 
 
 def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:
-    from .scatter_data import make_dataset, parse_seeds, plan_cases
+    from .scatter.data import make_dataset, parse_seeds, plan_cases
 
     cases = plan_cases(parse_seeds(args.seeds), kinds=args.kinds, views=args.views, photons=args.photons,
                        seed=args.seed, split=args.split, kvp_range=args.kvp_range, kvp_values=args.kvp_values)
@@ -267,8 +267,8 @@ def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_scatter_train(args: argparse.Namespace) -> int:
-    from .scatter_data import parse_seeds
-    from .scatter_train import train
+    from .scatter.data import parse_seeds
+    from .scatter.train import train
 
     val_seeds = None if args.val_seeds is None else parse_seeds(args.val_seeds)
     model, history = train(args.data, args.out, val_seeds=val_seeds, epochs=args.epochs, seed=args.seed,
@@ -279,7 +279,7 @@ def _cmd_scatter_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_scatter_evaluate(args: argparse.Namespace) -> int:
-    from .scatter_eval import evaluate
+    from .scatter.evaluate import evaluate
 
     result = evaluate(args.data, model=args.model, out_dir=args.out)
     print(result["summary"].to_string(float_format=lambda v: f"{v:.4f}"))

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import XsimInputError, check_positive
-from .scatter import DEFAULT_MODEL, ScatterModel
+from ..checks import XsimInputError, check_positive
+from . import DEFAULT_MODEL, ScatterModel
 
 __all__ = ["fit", "noise_weighted_loss", "smoothed_variance", "train"]
 
@@ -206,7 +206,7 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
 def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_MODEL, val_seeds=None, epochs: int = 120,
           batch_size: int = 8, lr: float = 2e-3, width: int = 16, depth: int = 3, seed: int = 0, threads: int = 2,
           progress: bool = True) -> tuple[ScatterModel, dict]:
-    """Train on a dataset folder of :func:`xsim.scatter_data.make_dataset` and save the model.
+    """Train on a dataset folder of :func:`xsim.scatter.data.make_dataset` and save the model.
 
     Parameters
     ----------
@@ -226,8 +226,8 @@ def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_M
     (ScatterModel, dict)
         The saved model and its training history.
     """
-    from . import __version__
-    from .scatter_data import GEOMETRY, load_dataset
+    from .. import __version__
+    from .data import GEOMETRY, load_dataset
 
     data = load_dataset(data_dir)
     seeds = np.array([c["phantom_seed"] for c in data["cases"]])
@@ -261,7 +261,7 @@ def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_M
                      "seed": seed, "threads": threads, "time_s": round(history["time_s"], 1),
                      "best_epoch": history["best_epoch"], "final_train_loss": history["train_loss"][-1],
                      "best_val_loss": min(history["val_loss"]),
-                     "loss": "inverse-variance weighted MSE on the linear scatter fraction (xsim.scatter_train)"},
+                     "loss": "inverse-variance weighted MSE on the linear scatter fraction (xsim.scatter.train)"},
         "parameters": model.n_parameters(),
     }
     model.save(out)

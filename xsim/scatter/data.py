@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import XsimInputError, check_choice, check_positive, check_range
-from .datasets import prune_shards, run_tasks
-from .fileio import append_csv_row, atomic_path, write_csv_rows
+from ..checks import XsimInputError, check_choice, check_positive, check_range
+from ..datasets import prune_shards, run_tasks
+from ..fileio import append_csv_row, atomic_path, write_csv_rows
 
 __all__ = ["GEOMETRY", "KINDS", "export_cases", "load_dataset", "make_dataset", "plan_cases", "simulate_case"]
 
@@ -121,8 +121,8 @@ def plan_cases(phantom_seeds, kinds=KINDS, views: int = 4, photons: float = 5e6,
 
 @lru_cache(maxsize=2)
 def _phantom(kind: str, seed: int, voxel_mm: float):
-    from . import phantoms
-    from .volume import Phantom
+    from .. import phantoms
+    from ..volume import Phantom
 
     full = getattr(phantoms, kind)(seed=seed, voxel_mm=voxel_mm)
     inside = np.argwhere(full.material_index != 0)
@@ -136,14 +136,14 @@ def _phantom(kind: str, seed: int, voxel_mm: float):
 
 def case_camera(case: dict):
     """The full-panel camera of a case (``.binned(GEOMETRY['bin'])`` is the Monte Carlo's)."""
-    from .geometry import CArm
+    from ..geometry import CArm
 
     arm = CArm(GEOMETRY["sdd_mm"], GEOMETRY["sid_mm"], tuple(GEOMETRY["detector_shape"]), GEOMETRY["pixel_mm"])
     return arm.view(case["lao_deg"], case["cran_deg"], isocenter_mm=case["iso_mm"])
 
 
 def case_spectrum(case: dict):
-    from .physics.spectra import Spectrum
+    from ..physics.spectra import Spectrum
 
     filtration = {"Al": case["al_mm"], **({"Cu": case["cu_mm"]} if case["cu_mm"] > 0 else {})}
     return Spectrum.tungsten(case["kvp"], filtration)
@@ -160,9 +160,9 @@ def simulate_case(case: dict, threads: int | None = None) -> dict:
         MC primary / flat field; ``transmission``: ray-cast primary / flat field (area mean);
         ``flat_keV`` (64, 64): flat field per binned pixel per mAs, keV; ``mc_time_s``.
     """
-    from .montecarlo import monte_carlo
-    from .projector import project
-    from .scatter import WORK_SHAPE, area_resample, input_features
+    from ..montecarlo import monte_carlo
+    from ..projector import project
+    from . import WORK_SHAPE, area_resample, input_features
 
     phantom = _phantom(case["kind"], case["phantom_seed"], case["voxel_mm"])
     camera, spectrum = case_camera(case), case_spectrum(case)
@@ -189,8 +189,8 @@ def _run_case(case: dict, out_dir: str, threads: int | None) -> dict:
     """Simulate a case, store it in this worker's shard, return its manifest row (runs in a worker)."""
     import h5py
 
-    from . import __version__
-    from .datasets import _shard_name
+    from .. import __version__
+    from ..datasets import _shard_name
 
     arrays = simulate_case(case, threads)
     shard = _shard_name()
@@ -232,7 +232,7 @@ def make_dataset(out_dir: str | os.PathLike, cases: list[dict], workers: int = 1
     """
     from tqdm import tqdm
 
-    from .datasets import _exclusive
+    from ..datasets import _exclusive
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise XsimInputError(f"workers must be an integer >= 0, got {workers!r}")

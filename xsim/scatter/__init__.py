@@ -1,8 +1,8 @@
 """Learned scatter: a compact U-Net that predicts the Monte Carlo scatter image from ray-cast inputs.
 
 Owns the CNN (:class:`ScatterModel`), its input features (:func:`input_features`) and :func:`predict`, the
-fast scatter path of :func:`xsim.render` (``scatter="cnn"``). Data generation: :mod:`xsim.scatter_data`;
-training: :mod:`xsim.scatter_train`; evaluation: :mod:`xsim.scatter_eval`. Method after Deep Scatter
+fast scatter path of :func:`xsim.render` (``scatter="cnn"``). Data generation: :mod:`xsim.scatter.data`;
+training: :mod:`xsim.scatter.train`; evaluation: :mod:`xsim.scatter.evaluate`. Method after Deep Scatter
 Estimation (Maier et al., Med Phys 46(1) 238-249, 2019): an encoder-decoder maps the projection to its
 scatter, at reduced resolution because scatter is smooth.
 
@@ -33,13 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import XsimInputError, check_type
-from .fileio import atomic_path
+from ..checks import XsimInputError, check_type
+from ..fileio import atomic_path
 
 __all__ = ["DEFAULT_MODEL", "WORK_SHAPE", "ScatterModel", "input_features", "load_model", "predict"]
 
 WORK_SHAPE = (64, 64)
-DEFAULT_MODEL = Path(__file__).parent / "models" / "scatter_unet.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "scatter_unet.pt"
 FORMAT = "xsim.ScatterModel"
 FORMAT_VERSION = 1
 # Feature scales: bring each channel to O(1) over the training range (60-120 kVp, trunk and head).
@@ -233,8 +233,8 @@ def predict(projection: Any, spectrum: Any = None, model: ScatterModel | str | o
         Expected scatter signal per pixel per mAs on the projection's detector grid, in the units of
         ``projection.primary`` (keV for an energy-integrating detector).
     """
-    from .physics.spectra import Spectrum
-    from .projector import Projection
+    from ..physics.spectra import Spectrum
+    from ..projector import Projection
 
     check_type("projection", projection, Projection)
     spectrum = projection.spectrum if spectrum is None else check_type("spectrum", spectrum, Spectrum)
@@ -256,7 +256,7 @@ def predict(projection: Any, spectrum: Any = None, model: ScatterModel | str | o
 def gpu_ready(projection: Any) -> bool:
     """True when the projection's images are on a GPU and torch can work there (a CUDA build of torch): then
     :func:`predict_on_device` runs without copies to the host."""
-    from .device import is_device_array
+    from ..device import is_device_array
 
     return is_device_array(projection.device["primary"]) and torch.cuda.is_available()
 
@@ -285,7 +285,7 @@ def _model_on(net: ScatterModel, device: torch.device) -> ScatterModel:
     """A copy of ``net`` on ``device`` (evaluation mode), made once per model and device."""
     import copy
 
-    from . import device as residency
+    from .. import device as residency
 
     return residency.cached(net, f"scatter model on {device}", lambda: copy.deepcopy(net).to(device).eval())
 
