@@ -43,6 +43,18 @@ def test_scatter_make_dataset_rejects_bad_kvp_values(tmp_path):
     assert not (tmp_path / "d").exists()  # refused before any work
 
 
+def test_scatter_make_dataset_varied(tmp_path):
+    bad = _run("scatter", "make-dataset", "--out", str(tmp_path / "bad"), "--varied", "2", "--body-fraction", "1.5")
+    assert bad.returncode != 0 and "body_fraction" in bad.stderr and not (tmp_path / "bad").exists()
+    done = _run("scatter", "make-dataset", "--out", str(tmp_path / "d"), "--varied", "1", "--photons", "1e5",
+                "--workers", "0")
+    assert done.returncode == 0, done.stderr
+    from xsim.scatter.data import load_dataset, plan_varied_cases
+
+    data = load_dataset(tmp_path / "d")
+    assert data["cases"] == plan_varied_cases(1, photons=1e5, seed=0)
+
+
 def test_validate_lists_studies_and_rejects_unknown_names():
     listed = _run("validate", "--list")
     assert listed.returncode == 0

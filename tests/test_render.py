@@ -60,6 +60,23 @@ def test_cnn_scatter_uses_the_shipped_model(phantom, camera):
     assert r.settings["scatter"] == "cnn" and np.all(np.isfinite(r.scatter)) and r.scatter.mean() > 0
 
 
+def test_grid_lowers_primary_by_its_transmission_and_scatter_more(phantom, camera):
+    grid = xsim.AntiScatterGrid(ratio=10, strips_per_cm=70)
+    bare = render(phantom, camera, SPECTRUM, scatter="cnn", noise=False)
+    behind = render(phantom, camera, SPECTRUM, scatter="cnn", noise=False, grid=grid)
+    tp = behind.settings["grid"]["primary_transmission"]
+    # the detector-weighted mean of the grid's own transmission over the beam's energies
+    energies = SPECTRUM.energies_keV[SPECTRUM.fluence > 0]
+    t = [grid.primary_transmission(float(e)) for e in energies]
+    assert min(t) <= tp <= max(t) and 0.5 < tp < 0.95
+    np.testing.assert_allclose(behind.primary, tp * bare.primary, rtol=1e-5)
+    np.testing.assert_allclose(behind.flat_field, tp * bare.flat_field, rtol=1e-5)
+    # a ratio-10 grid removes most scatter: the scatter-to-primary ratio falls severalfold (CNN, told the grid)
+    assert behind.scatter.sum() / behind.primary.sum() < 0.5 * bare.scatter.sum() / bare.primary.sum()
+    with pytest.raises(XsimInputError, match="grid"):
+        render(phantom, camera, SPECTRUM, scatter="none", grid="ratio 10")
+
+
 def test_ct_volume_input(camera):
     hu = np.full((30, 30, 30), -1000.0, np.float32)
     hu[8:22, 8:22, 8:22] = 0.0

@@ -13,14 +13,17 @@ import torch
 from xsim import phantoms
 from xsim.checks import XsimInputError
 from xsim.geometry import CArm
+from xsim.montecarlo import AntiScatterGrid
 from xsim.physics.spectra import Spectrum
 from xsim.projector import project
-from xsim.scatter import DEFAULT_MODEL, N_INPUTS, WORK_SHAPE, ScatterModel, load_model, predict, predict_fraction
-from xsim.scatter.data import load_dataset, make_dataset, plan_cases
+from xsim.scatter import (DEFAULT_MODEL, FEATURES, N_IMAGE_INPUTS, N_INPUTS, WORK_SHAPE, ScatterGeometry,
+                          ScatterModel, input_features, load_model, predict, predict_fraction)
+from xsim.scatter.data import export_cases, load_dataset, make_dataset, plan_cases, plan_varied_cases
 from xsim.scatter.evaluate import case_errors, mc_seconds_at_noise
-from xsim.scatter.train import fit, loss_weights, noise_weighted_loss
+from xsim.scatter.train import deviance_loss, fit, loss_weights
 
 HELDOUT = Path(__file__).parent / "data" / "scatter_heldout"
+SUITES = Path(__file__).parent / "data" / "scatter_suites"
 
 
 def _synthetic(n=8, seed=0):
@@ -29,17 +32,17 @@ def _synthetic(n=8, seed=0):
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, N_INPUTS, *WORK_SHAPE)).astype(np.float32)
-    x[:, :2] = gaussian_filter(x[:, :2], (0, 0, 5, 5)) * 5
-    x[:, 2:] = rng.uniform(-1, 1, size=(n, 2, 1, 1))
-    f = 0.03 * np.exp(gaussian_filter(x[:, 0], (0, 6, 6)) + 0.3 * x[:, 2])
+    x[:, :N_IMAGE_INPUTS] = gaussian_filter(x[:, :N_IMAGE_INPUTS], (0, 0, 5, 5)) * 5
+    x[:, N_IMAGE_INPUTS:] = rng.uniform(-1, 1, size=(n, N_INPUTS - N_IMAGE_INPUTS, 1, 1))
+    x[:, FEATURES.index("grid_ratio")] = 0.0  # no grid: transposes allowed
+    f = 0.03 * np.exp(gaussian_filter(x[:, 0], (0, 6, 6)) + 0.3 * x[:, N_IMAGE_INPUTS])
     std = 0.05 * f
     return x, (f + std * rng.normal(size=f.shape)).astype(np.float32), std.astype(np.float32)
 
 
 def _loss(model, x, f, std):
     with torch.no_grad():
-        return float(noise_weighted_loss(model(torch.as_tensor(x)), torch.as_tensor(f),
-                                         torch.as_tensor(loss_weights(f, std))))
+        return float(deviance_loss(model(torch.as_tensor(x)), torch.as_tensor(f), torch.as_tensor(loss_weights(f))))
 
 
 def test_training_reduces_loss_and_is_deterministic():
@@ -60,15 +63,28 @@ def test_training_reduces_loss_and_is_deterministic():
     assert not torch.equal(other.head.weight, model.head.weight)
 
 
-def test_loss_is_inverse_variance_weighted():
+def test_deviance_loss_is_relative_and_unbiased_on_noisy_counts():
     f = np.full((1, 8, 8), 0.1, np.float32)
-    std = np.full((1, 8, 8), 0.01, np.float32)
-    w = loss_weights(f, std)
-    # smoothing a uniform variance leaves it unchanged; floor = (1 % of 0.1)^2
-    np.testing.assert_allclose(w, 1 / (0.01**2 + 0.001**2), rtol=1e-5)
-    pred = torch.full((1, 1, 8, 8), float(np.log(0.12)))
-    loss = float(noise_weighted_loss(pred, torch.as_tensor(f), torch.as_tensor(w)))
-    assert loss == pytest.approx(0.02**2 / (0.01**2 + 0.001**2), rel=1e-5)
+    w = torch.as_tensor(loss_weights(f))
+    np.testing.assert_allclose(w, 10.0)  # 1 / the case's mean fraction
+    exact = float(deviance_loss(torch.log(torch.as_tensor(f))[:, None], torch.as_tensor(f), w))
+    assert exact == pytest.approx(0.0, abs=1e-6)  # float32 rounding
+    # p = f (1 + d): (f / mean f) d^2 / 2 for small d, whatever the scale of f
+    for scale in (1.0, 1e-3):
+        g = torch.as_tensor(f * scale)
+        pred = torch.log(g * 1.02)[:, None]
+        assert float(deviance_loss(pred, g, torch.as_tensor(loss_weights(f * scale)))) == pytest.approx(
+            0.02**2 / 2, rel=0.02)
+    # compound-Poisson targets with many zeros (few histories): the best constant is their mean, not below it
+    rng = np.random.default_rng(0)
+    noisy = (0.01 * rng.poisson(1.5, size=(1, 64, 64))).astype(np.float32)  # 22 % zeros, 80 % noise
+    assert (noisy == 0).mean() > 0.15
+    levels = np.linspace(0.8, 1.2, 401) * noisy.mean()
+    losses = [float(deviance_loss(torch.full((1, 1, 64, 64), float(np.log(v))), torch.as_tensor(noisy),
+                                  torch.as_tensor(loss_weights(noisy)))) for v in levels]
+    assert levels[int(np.argmin(losses))] == pytest.approx(noisy.mean(), rel=2e-3)
+    with pytest.raises(XsimInputError, match="no scatter"):
+        loss_weights(np.zeros((1, 4, 4)))
 
 
 def test_make_dataset_from_monte_carlo_resumes_and_trains(tmp_path):
@@ -90,6 +106,28 @@ def test_make_dataset_from_monte_carlo_resumes_and_trains(tmp_path):
     _, history = fit(data["features"], data["fraction"], data["fraction_std"], epochs=3, batch_size=1,
                      width=4, depth=1, threads=1, progress=False, augment=False)
     assert history["train_loss"][-1] < history["train_loss"][0]
+
+
+def test_make_dataset_on_a_dask_cluster_matches_in_process(tmp_path):
+    from dask.distributed import LocalCluster
+
+    cases = plan_cases([7], kinds=["head"], views=1, photons=1e5, seed=5, split="unit")
+    local = make_dataset(tmp_path / "local", cases, workers=0, progress=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        dask = make_dataset(tmp_path / "dask", cases, progress=False, scheduler=cluster.scheduler_address)
+    assert local["simulated"] == dask["simulated"] == 1 and not dask["failed"]
+    a, b = load_dataset(tmp_path / "local"), load_dataset(tmp_path / "dask")
+    # same seed, same tallies whatever the thread count (the reproducibility rule), so the same targets
+    np.testing.assert_array_equal(a["fraction"], b["fraction"])
+    np.testing.assert_array_equal(a["features"], b["features"])
+    # export (the stored test sets): one folder, or several with distinct case ids
+    ids = [c["case_id"] for c in a["cases"]]
+    with pytest.raises(XsimInputError, match="in both"):
+        export_cases([tmp_path / "local", tmp_path / "dask"], tmp_path / "export", ids)
+    with pytest.raises(XsimInputError, match="not finished"):
+        export_cases(tmp_path / "local", tmp_path / "export", ["no-such-case"])
+    exported = load_dataset(export_cases([tmp_path / "local"], tmp_path / "export", ids))
+    np.testing.assert_array_equal(exported["fraction"], a["fraction"])
 
 
 def test_plan_split_and_checks():
@@ -204,4 +242,136 @@ def test_train_writes_model_with_metadata(tmp_path):
     assert out.is_file() and not (tmp_path / "m.pt.ckpt").exists()
     meta = ScatterModel.load(out).metadata
     assert meta["data"]["val_seeds"] == [101] and meta["data"]["train_seeds"] == [100]
-    assert meta["training"]["loss"].startswith("inverse-variance") and len(history["val_loss"]) == 1
+    assert meta["training"]["loss"].startswith("scaled Poisson deviance") and len(history["val_loss"]) == 1
+
+
+# --- issue 17: inputs that carry the geometry, data over what users bring, out-of-range warnings -----------
+def test_varied_plan_covers_the_ranges_and_every_case_fits():
+    from xsim.montecarlo import _check_phantom_in_field, _field_geometry
+    from xsim.scatter.data import (GRID_RATIOS, PANEL_RANGE_MM, SDD_RANGE_MM, case_camera, case_grid,
+                                   case_phantom)
+
+    cases = plan_varied_cases(24, photons=1e5, seed=3)
+    assert cases == plan_varied_cases(24, photons=1e5, seed=3)  # reproducible
+    assert {c["kind"] for c in cases} >= {"body"} and len({c["kind"] for c in cases}) > 1
+    assert any(c["grid"] for c in cases) and not all(c["grid"] for c in cases)
+    for c in cases:
+        assert SDD_RANGE_MM[0] <= c["sdd_mm"] <= SDD_RANGE_MM[1] and c["sid_mm"] < c["sdd_mm"]
+        assert all(PANEL_RANGE_MM[0] <= v <= PANEL_RANGE_MM[1] for v in c["panel_mm"])
+        assert -90 <= c["lao_deg"] <= 90 and -40 <= c["cran_deg"] <= 40
+        if c["grid"]:
+            assert c["grid"]["ratio"] in GRID_RATIOS and case_grid(c).ratio == c["grid"]["ratio"]
+        camera = case_camera(c)
+        np.testing.assert_allclose(camera.pixel_mm * 256, c["panel_mm"])
+        _check_phantom_in_field(case_phantom(c), camera, _field_geometry(camera))  # no XsimInputError
+
+
+def test_random_bodies_are_reproducible_and_varied():
+    from xsim.scatter.bodies import BODY_KINDS, random_body
+
+    a, b = random_body(11), random_body.__wrapped__(11)  # cached, and built afresh
+    assert a is not b and np.array_equal(a.density_g_cm3, b.density_g_cm3) and a.source == b.source
+    kinds = {random_body(s).source.split("kind=")[1].split()[0] for s in range(12)}
+    assert kinds <= set(BODY_KINDS) and len(kinds) >= 2
+    names = set().union(*(random_body(s).material_names for s in range(12)))
+    assert {"lung", "cortical bone", "soft tissue", "adipose"} <= names
+    assert names & {"iodine contrast", "titanium", "stainless steel"}  # labels for what HU cannot tell
+    with pytest.raises(XsimInputError, match="kind"):
+        random_body(0, kind="knee")
+
+
+def test_geometry_inputs_are_in_millimetres(head_projection):
+    (coarse, _), spectrum = head_projection
+    geometry = ScatterGeometry.of(coarse.camera, coarse.object_center_mm)
+    # the head's centre of mass sits near the isocenter: air gap about SDD - SID
+    assert geometry.air_gap_mm == pytest.approx(1020.0 - 760.0, abs=20.0)
+    assert geometry.panel_mm == pytest.approx((307.2, 307.2)) and geometry.grid_ratio == 0.0
+    args = (coarse.primary, coarse.flat_field, coarse.line_integrals, spectrum.kvp, spectrum.mean_energy_keV)
+    x = input_features(*args, geometry)
+    assert x.shape == (N_INPUTS, *WORK_SHAPE) and np.isfinite(x).all()
+    # the kernel estimates blur over millimetres: a panel twice as wide (same image) blurs half as many pixels
+    wide = input_features(*args, ScatterGeometry(geometry.sdd_mm, geometry.air_gap_mm, (614.4, 614.4)))
+    k = FEATURES.index("kernel_50mm")
+    assert wide[k].std() > x[k].std()  # less blur in pixels keeps more contrast
+    np.testing.assert_array_equal(wide[:2], x[:2])
+    grid = ScatterGeometry.of(coarse.camera, coarse.object_center_mm, AntiScatterGrid(ratio=12, strips_per_cm=70))
+    assert (grid.grid_ratio, grid.grid_lines_per_cm) == (12.0, 70.0)
+
+
+def test_predict_warns_once_outside_the_training_ranges(tmp_path, head_projection):
+    import warnings
+
+    (coarse, _), spectrum = head_projection
+    torch.manual_seed(0)
+    model = ScatterModel(width=8, depth=2, metadata={"ranges": {"kvp": [60.0, 120.0], "sdd_mm": [1100.0, 1300.0]}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict(coarse, spectrum, model=model)
+        predict(coarse, spectrum, model=model)
+    messages = [str(w.message) for w in caught if "outside the range" in str(w.message)]
+    assert len(messages) == 1 and "sdd_mm = 1020" in messages[0]
+
+
+def test_grid_strips_along_u_go_through_the_network_transposed(head_projection):
+    _, spectrum = head_projection
+    # a rectangular panel, so that a swap of rows and columns (pixels or panel sides) shows
+    camera = CArm(detector_shape=(96, 64), pixel_mm=(3.2, 4.0)).view(10.0, 5.0)
+    coarse = project(phantoms.head(seed=1, voxel_mm=5.0), camera, spectrum=spectrum)
+    torch.manual_seed(0)
+    model = ScatterModel(width=8, depth=2)
+    along_v = AntiScatterGrid(ratio=10, strips_per_cm=60)
+    along_u = AntiScatterGrid(ratio=10, strips_per_cm=60, strips_along="u")
+    from xsim.projector import Projection
+
+    turned = CArm(detector_shape=(64, 96), pixel_mm=(4.0, 3.2)).view(10.0, 5.0)  # same SDD, gap; sides swapped
+    flipped = Projection(coarse.primary.T.copy(), {k: v.T.copy() for k, v in coarse.line_integrals.items()}, None,
+                         coarse.flat_field.T.copy(), turned, spectrum, coarse.detector,
+                         object_center_mm=coarse.object_center_mm)
+    np.testing.assert_allclose(predict(coarse, spectrum, model=model, grid=along_u),
+                               predict(flipped, spectrum, model=model, grid=along_v).T, rtol=1e-5)
+
+
+def test_augmentation_swaps_panel_sides_and_keeps_grids_untransposed():
+    from xsim.scatter.train import _augment
+
+    x, f, std = _synthetic(n=16, seed=4)
+    rows, cols = FEATURES.index("panel_rows"), FEATURES.index("panel_cols")
+    x[:, rows], x[:, cols] = 0.5, -0.5
+    x[8:, FEATURES.index("grid_ratio")] = 1.0
+    ax, af, _ = _augment(x, f, std, np.random.default_rng(0))
+    swapped = ax[:, rows, 0, 0] == -0.5
+    assert swapped[:8].any() and not swapped[8:].any()
+    assert np.array_equal(ax[swapped, cols, 0, 0], np.full(swapped.sum(), 0.5, np.float32))
+
+
+def _suite_errors():
+    from xsim.scatter.evaluate import EVAL_POOL
+
+    data = load_dataset(SUITES)
+    assert [c["case_id"] for c in data["cases"]] == ["geometry-1", "anatomy-1", "grid-1"]
+    pred = predict_fraction(load_model(), data["features"])
+    coarse = case_errors(pred, data["fraction"], data["fraction_std"], data["transmission"], pool=EVAL_POOL)
+    fine = case_errors(pred, data["fraction"], data["fraction_std"], data["transmission"])
+    assert np.all(coarse["mc_noise"] < 0.02)  # the references are precise enough for a 10 % bound
+    return coarse, fine
+
+
+def test_shipped_model_on_out_of_family_cases():
+    """The fast version of validation/scatter_cnn.py's out-of-family suites: the first case each of "new
+    geometry", "new anatomy" and "grid" (tests/data/scatter_suites/PROVENANCE.md), 1e8-2e8 histories (about 1 %
+    noise per 16 x 16 pixel). What the shipped model must do on a body or geometry it never saw: beat both
+    oracle baselines (the constant SPR and the constant scatter that match the reference's field means)."""
+    coarse, fine = _suite_errors()
+    assert np.all(fine["mape"] < fine["mape_const_spr"]), (fine["mape"], fine["mape_const_spr"])
+    assert np.all(fine["mape"] < fine["mape_const_scatter"]), (fine["mape"], fine["mape_const_scatter"])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17 open: the shipped model misses the per-case bounds on the "
+                   "new-anatomy case (water ellipse: 11 % MAPE, SPR -12 %, xsim/models/MODEL_CARD.md)")
+def test_shipped_model_meets_issue_17_bounds_out_of_family():
+    """Issue 17's target for a single case: MAPE over the field on the 16 x 16 evaluation grid <= 10 % and the
+    field-mean scatter-to-primary ratio within 5 %. Strict xfail: passes (and so fails here) once a model
+    meets it, so the marker is removed with the issue."""
+    coarse, _ = _suite_errors()
+    assert np.all(coarse["mape"] <= 0.10), coarse["mape"]
+    assert np.all(np.abs(coarse["spr_rel_error"]) <= 0.05), coarse["spr_rel_error"]

@@ -102,7 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tube voltages drawn uniformly in [MIN, MAX] kV (default: 60 120)")
     make.add_argument("--kvp-values", type=_kv_list, default=None,
                       metavar="KV,KV,...", help="instead, these voltages in turn over the cases in plan order")
+    make.add_argument("--varied", type=int, default=None, metavar="N",
+                      help="instead of --seeds/--kinds/--views: N cases of random bodies and procedural phantoms over "
+                           "C-arm geometries, grids, views and beams (xsim.scatter.data.plan_varied_cases)")
+    make.add_argument("--body-fraction", type=float, default=0.6, help="with --varied: share of random bodies "
+                                                                       "(default: %(default)s)")
     make.add_argument("--workers", type=int, default=2, help="local processes (default: %(default)s)")
+    make.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): simulate on that cluster; "
+                                          "its workers must see --out")
     make.set_defaults(func=_cmd_scatter_make_dataset)
     train = scatter_sub.add_parser("train", help="train the scatter CNN on a dataset folder")
     train.add_argument("data", nargs="+", help="training dataset folder(s)")
@@ -110,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=120)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--width", type=int, default=16, help="U-Net channels of the first level")
     train.add_argument("--val-seeds", default=None,
                        help="phantom seeds kept out of the fit for model selection, e.g. 19,29 (default: the largest)")
     train.set_defaults(func=_cmd_scatter_train)
@@ -256,11 +265,15 @@ def _kv_list(text: str) -> list[float]:
 
 
 def _cmd_scatter_make_dataset(args: argparse.Namespace) -> int:
-    from .scatter.data import make_dataset, parse_seeds, plan_cases
+    from .scatter.data import make_dataset, parse_seeds, plan_cases, plan_varied_cases
 
-    cases = plan_cases(parse_seeds(args.seeds), kinds=args.kinds, views=args.views, photons=args.photons,
-                       seed=args.seed, split=args.split, kvp_range=args.kvp_range, kvp_values=args.kvp_values)
-    summary = make_dataset(args.out, cases, workers=args.workers)
+    if args.varied is not None:
+        cases = plan_varied_cases(args.varied, photons=args.photons, seed=args.seed, split=args.split,
+                                  body_fraction=args.body_fraction, kvp_range=args.kvp_range)
+    else:
+        cases = plan_cases(parse_seeds(args.seeds), kinds=args.kinds, views=args.views, photons=args.photons,
+                           seed=args.seed, split=args.split, kvp_range=args.kvp_range, kvp_values=args.kvp_values)
+    summary = make_dataset(args.out, cases, workers=args.workers, scheduler=args.scheduler)
     print(f"{args.out}: {summary['simulated']} simulated in {summary['elapsed_s']:.0f} s, {summary['done']} already "
           f"done, {len(summary['failed'])} failed" + "".join(f"\n  FAILED {c}: {e}" for c, e in summary["failed"]))
     return 1 if summary["failed"] else 0
@@ -272,7 +285,7 @@ def _cmd_scatter_train(args: argparse.Namespace) -> int:
 
     val_seeds = None if args.val_seeds is None else parse_seeds(args.val_seeds)
     model, history = train(args.data, args.out, val_seeds=val_seeds, epochs=args.epochs, seed=args.seed,
-                           threads=args.threads)
+                           threads=args.threads, batch_size=args.batch_size, width=args.width)
     print(f"wrote {args.out}: {model.n_parameters()} parameters, {history['time_s']:.0f} s, best epoch "
           f"{history['best_epoch']}, validation loss {min(history['val_loss']):.4g}")
     return 0

@@ -130,9 +130,13 @@ class Projection:
         ``primary`` without the object (same source, detector and geometry).
     camera, spectrum, detector
         The inputs.
+    object_center_mm : ndarray (3,) or None
+        The phantom's centre of mass, world mm (:meth:`xsim.volume.Phantom.center_of_mass_mm`): where the
+        scatter CNN takes the air gap from.
     """
 
-    def __init__(self, primary, line_integrals, photons, flat_field, camera, spectrum, detector):
+    def __init__(self, primary, line_integrals, photons, flat_field, camera, spectrum, detector,
+                 object_center_mm=None):
         # numpy arrays, or on the cuda backend cupy arrays that are copied to the host when first read
         self._images = {"primary": device.HostView(primary), "flat_field": device.HostView(flat_field),
                         "photons": None if photons is None else device.HostView(photons)}
@@ -140,6 +144,7 @@ class Projection:
         self.camera = camera
         self.spectrum = spectrum
         self.detector = detector
+        self.object_center_mm = None if object_center_mm is None else np.asarray(object_center_mm, dtype=float)
 
     @property
     def primary(self) -> np.ndarray:
@@ -294,7 +299,8 @@ def project(phantom: Phantom, camera: Camera, spectrum: Spectrum | None = None, 
         warnings.warn("no ray of the camera crosses the phantom (is it looking away from the volume?): the "
                       "image is the flat field", stacklevel=2)
     names = [m.name for m in phantom.materials]
-    return Projection(primary, dict(zip(names, line)), counts, flat, camera, spectrum, detector)
+    return Projection(primary, dict(zip(names, line)), counts, flat, camera, spectrum, detector,
+                      object_center_mm=phantom.center_of_mass_mm())
 
 
 def _box_in_view(phantom: Phantom, camera: Camera) -> bool:

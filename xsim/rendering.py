@@ -120,7 +120,7 @@ class Rendering:
 def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectrum, mas: float = 1.0,
            scatter: str = "cnn", noise: bool = True, seed: int = 0, detector: Detector | None = None,
            readout: Readout | None = None, labels: LabelSpec | None = None, mc_photons: float = 1e6,
-           backend: str = "auto", threads: int | None = None) -> Rendering:
+           backend: str = "auto", threads: int | None = None, grid: Any = None) -> Rendering:
     """Render one realistic X-ray image with its labels.
 
     Parameters
@@ -155,6 +155,11 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
         phantom stays resident between calls, and the images are copied to the host only when read.
     threads : int, optional
         CPU threads of the kernels (default all); images do not depend on it.
+    grid : xsim.AntiScatterGrid, optional
+        An anti-scatter grid in front of the panel (default none): the scatter is that behind the grid (the CNN
+        is told the grid; the Monte Carlo simulates it), and the primary, the detected photons and the flat
+        field are multiplied by the grid's primary transmission (at normal incidence, averaged over the
+        spectrum weighted by the detector response).
 
     Returns
     -------
@@ -163,14 +168,14 @@ def render(volume_or_phantom: Volume | Phantom, camera: Camera, spectrum: Spectr
     start = time.perf_counter()
     phantom = _as_phantom(volume_or_phantom)
     check_type("camera", camera, Camera)
-    args = _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels)
+    args = _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels, grid)
     return _render_views(phantom, [camera], args, mc_photons, backend, threads, start)[0]
 
 
 def render_views(volume_or_phantom: Volume | Phantom, cameras: Any, spectrum: Spectrum, mas: float = 1.0,
                  scatter: str = "cnn", noise: bool = True, seed: int = 0, detector: Detector | None = None,
                  readout: Readout | None = None, labels: LabelSpec | None = None, mc_photons: float = 1e6,
-                 backend: str = "auto", threads: int | None = None) -> list[Rendering]:
+                 backend: str = "auto", threads: int | None = None, grid: Any = None) -> list[Rendering]:
     """Render one volume from many cameras (a C-arm sweep, the views of a dataset): one :class:`Rendering` per
     camera, view ``k`` being ``render(..., cameras[k], ..., seed=seed + k)``.
 
@@ -186,11 +191,11 @@ def render_views(volume_or_phantom: Volume | Phantom, cameras: Any, spectrum: Sp
         raise XsimInputError("cameras must hold at least one Camera")
     for k, cam in enumerate(cameras):
         check_type(f"cameras[{k}]", cam, Camera)
-    args = _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels)
+    args = _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels, grid)
     return _render_views(phantom, cameras, args, mc_photons, backend, threads, start)
 
 
-def _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels) -> dict:
+def _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, readout, labels, grid) -> dict:
     """The checked settings of a rendering, defaults filled in."""
     check_type("spectrum", spectrum, Spectrum)
     check_positive("mas", mas, unit="mAs")
@@ -203,8 +208,12 @@ def _check_render_args(phantom, spectrum, mas, scatter, noise, seed, detector, r
     readout = Readout() if readout is None else check_type("readout", readout, Readout)
     if labels is not None:
         check_type("labels", labels, LabelSpec).check(phantom)
+    if grid is not None:
+        from .montecarlo import AntiScatterGrid
+
+        check_type("grid", grid, AntiScatterGrid)
     return dict(spectrum=spectrum, mas=float(mas), scatter=scatter, noise=bool(noise), seed=int(seed),
-                detector=detector, readout=readout, labels=labels)
+                detector=detector, readout=readout, labels=labels, grid=grid)
 
 
 def _render_views(phantom: Phantom, cameras: list, a: dict, mc_photons: float, backend: str, threads: int | None,
@@ -217,6 +226,9 @@ def _render_views(phantom: Phantom, cameras: list, a: dict, mc_photons: float, b
     beam = cached(spectrum, f"render beam facts {detector!r}", lambda: (
         spectral_spread_factor(spectrum, detector), _flat_photons_per_keV(spectrum, detector),
         spectrum.air_kerma_per_mas_uGy() if spectrum.kvp else None))
+    grid = a["grid"]
+    a["primary_transmission"] = 1.0 if grid is None else cached(
+        spectrum, f"render grid {grid!r} {detector!r}", lambda: _grid_primary_transmission(grid, spectrum, detector))
     projections = [project(phantom, cam, spectrum=spectrum, detector=detector, backend=backend, threads=threads,
                            photons=True) for cam in cameras]
     gpu = _gpu_pipeline(projections[0])
@@ -231,6 +243,8 @@ def _render_views(phantom: Phantom, cameras: list, a: dict, mc_photons: float, b
         label_data = make_labels(a["labels"], phantom, cam, projection=proj, backend=backend, threads=threads)
         settings = _settings(phantom, cam, spectrum, detector, a["readout"], mas, scatter, a["noise"], seed,
                              beam, mc_photons)
+        settings["grid"] = None if grid is None else {"grid": repr(grid),
+                                                      "primary_transmission": a["primary_transmission"]}
         settings["render_time_s"] = (time.perf_counter() - start) / len(cameras)
         out.append(Rendering(*images, cam, label_data, settings, a["readout"]))
     return out
@@ -255,15 +269,18 @@ def _scatter_images(phantom, cameras, projections, a, mc_photons, backend, threa
         from . import scatter as scatter_model  # torch is imported only when the CNN is used
 
         if gpu:
-            return list(scatter_model.predict_on_device(projections, spectrum, scatter_model.load_model()))
-        return [np.asarray(scatter_model.predict(p, spectrum), dtype=np.float32) for p in projections]
+            return list(scatter_model.predict_on_device(projections, spectrum, scatter_model.load_model(),
+                                                        grid=a["grid"]))
+        return [np.asarray(scatter_model.predict(p, spectrum, grid=a["grid"]), dtype=np.float32)
+                for p in projections]
     images = []
     for k, (cam, proj) in enumerate(zip(cameras, projections)):
         if scatter == "mc":
             from .montecarlo import monte_carlo
 
             mc = monte_carlo(phantom, cam, spectrum=spectrum, photons=int(mc_photons), seed=a["seed"] + k,
-                             detector=a["detector"], backend=backend, threads=threads, progress=False)
+                             detector=a["detector"], grid=a["grid"], backend=backend, threads=threads,
+                             progress=False)
             image = np.asarray(mc.scatter, dtype=np.float32)
         else:
             image = None
@@ -279,8 +296,10 @@ def _scatter_images(phantom, cameras, projections, a, mc_photons, backend, threa
 
 def _readout_on_host(proj, scatter_img, camera, a, beam, seed) -> tuple:
     """(raw frame, primary, scatter, flat field) for the exposure, numpy float32 (the CPU pipeline)."""
-    mas = a["mas"]
+    mas, tp = a["mas"], a["primary_transmission"]
     primary, photons, flat = proj.primary, proj.photons, proj.flat_field
+    if tp != 1.0:  # behind an anti-scatter grid
+        primary, photons, flat = (np.float32(tp) * x for x in (primary, photons, flat))
     k, flat_photons_per_keV, _ = beam
     # detected photons per keV of signal: the primary's at the pixel, the flat field's where no primary
     photons_per_keV = np.where(primary > 0, photons / np.where(primary > 0, primary, 1.0), flat_photons_per_keV)
@@ -301,6 +320,9 @@ def _readout_on_device(proj, scatter_img, camera, a, beam, seed) -> tuple:
     images = proj.device
     primary, photons = torch.from_dlpack(images["primary"]), torch.from_dlpack(images["photons"])
     flat = torch.from_dlpack(images["flat_field"])
+    tp = a["primary_transmission"]
+    if tp != 1.0:  # behind an anti-scatter grid
+        primary, photons, flat = (float(tp) * x for x in (primary, photons, flat))
     k, flat_photons_per_keV, _ = beam
     photons_per_keV = torch.where(primary > 0, photons / torch.where(primary > 0, primary, 1.0),
                                   flat_photons_per_keV)
@@ -313,6 +335,16 @@ def _readout_on_device(proj, scatter_img, camera, a, beam, seed) -> tuple:
     image = a["readout"].read_on_device(signal, n_detected, camera.pixel_mm, generator, spread_factor=k,
                                         noise=a["noise"])
     return image, (primary * mas).float(), (scatter_img * mas).float(), (flat * mas).float()
+
+
+def _grid_primary_transmission(grid, spectrum, detector) -> float:
+    """The grid's primary transmission at normal incidence, averaged over the spectrum weighted by the
+    detector's response (the signal-weighted mean)."""
+    keep = spectrum.fluence > 0
+    e, phi = spectrum.energies_keV[keep], spectrum.fluence[keep]
+    w = phi * np.asarray(detector.response(e), dtype=float)
+    t = np.array([grid.primary_transmission(float(x)) for x in e])
+    return float(np.sum(w * t) / np.sum(w))
 
 
 def _flat_photons_per_keV(spectrum, detector) -> float:

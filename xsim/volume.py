@@ -298,6 +298,22 @@ class Phantom(_VoxelGrid):
         self.shapes = tuple(shapes)
         self.source = source
 
+    def center_of_mass_mm(self) -> np.ndarray:
+        """(3,) world position (mm, LPS) of the phantom's centre of mass (density-weighted voxel centres);
+        computed once (a phantom does not change). The sums run in float64 over a copy of the densities, in
+        this order on purpose: the scatter training plans (xsim.scatter.data) place the isocenter from this
+        value, and a plan must come out the same to the last bit to resume."""
+        if "_center_of_mass" not in self.__dict__:
+            rho = self.density_g_cm3.astype(np.float64)
+            total = rho.sum()
+            if total <= 0:
+                ijk = (np.array(self._shape) - 1) / 2.0
+            else:
+                ijk = np.array([(rho.sum(axis=tuple(b for b in range(3) if b != a)) * np.arange(n)).sum() / total
+                                for a, n in enumerate(self._shape)])
+            self.__dict__["_center_of_mass"] = self.voxel_to_world(ijk)
+        return self.__dict__["_center_of_mass"].copy()
+
     @classmethod
     def from_labels(
         cls,

@@ -1,24 +1,29 @@
 """Training of the scatter CNN (:class:`xsim.scatter.ScatterModel`) on Monte Carlo targets.
 
-Owns the loss (:func:`noise_weighted_loss`), the deterministic training loop (:func:`fit`) and the
+Owns the loss (:func:`deviance_loss`), the deterministic training loop (:func:`fit`) and the
 dataset-level entry point (:func:`train`, the ``xsim scatter train`` command).
 
-Loss: the Monte Carlo target is a mean over histories, so its error is close to gaussian with the batch
-standard error sigma; the negative log-likelihood of the prediction is then the inverse-variance weighted
-squared error on the *linear* scatter fraction (a loss on log f of a noisy f would be biased low)::
+Loss: the Monte Carlo target f is a sum over histories, a scaled count (compound Poisson: variance about
+kappa f per pixel); its noise can be large (about 50 % per 64 x 64 pixel for 3e6 histories over a varied
+geometry, and pixels that no scattered photon reached, f = 0). The loss is the scaled Poisson deviance of
+the prediction p = exp(net(x)), each case divided by its mean fraction::
 
-    L = mean_pixels (exp(net(x)) - f_MC)^2 / (sigma_s^2 + (eps mean f_MC)^2)
+    L = mean_cases mean_pixels (p - f - f ln(p / f)) / mean(f_case)
 
-sigma_s^2 is the batch variance smoothed over 5 x 5 pixels (gaussian, sigma 1.5 px): the variance estimate
-from 10 batches is itself 45 % noisy, and weights taken from it pixel by pixel correlate with the target
-and bias the fit; the smoothed map keeps the noise level's spatial trend without that correlation. eps
-(1 %) floors the weight of near-noiseless pixels.
+Its expectation over the noise is smallest at p = E[f] whatever the noise level (unbiased), zeros are
+ordinary targets, and for p = f (1 + d) a pixel costs (f / mean f) d^2 / 2: the relative error, weighted
+within a case by the pixel's share of the scatter, every case counting alike. The first model's loss, an
+inverse-variance weighted squared error with weights from the Monte Carlo's own batch variances, was biased
+on data this noisy (the weights correlate with the fluctuation of the target they weight; zero pixels
+have zero variance and got the largest weights): 25 % MAPE on held-out cases, measured on 2026-12-05.
 
 Determinism: ``torch.manual_seed(seed)``, ``torch.use_deterministic_algorithms(True)``, a fixed thread
 count, and the shuffling and augmentation drawn from ``numpy.random.default_rng(seed)``: a rerun with the
 same data, seed and thread count gives the same weights bit for bit on the same machine.
-Augmentation: the eight flips/transposes of the square panel, a symmetry of the physics (centred
-principal point, no heel effect in the projector).
+Augmentation: the flips and transposes of the panel, a symmetry of the physics (centred principal point, no
+heel effect in the projector), drawn per case: a transpose swaps the panel's height and width channels, and is
+not drawn for a case with an anti-scatter grid (its strips run along the panel's columns, a direction the
+transpose would turn).
 """
 from __future__ import annotations
 
@@ -32,47 +37,38 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import XsimInputError, check_positive
-from . import DEFAULT_MODEL, ScatterModel
+from . import DEFAULT_MODEL, FEATURES, ScatterModel
 
-__all__ = ["fit", "noise_weighted_loss", "smoothed_variance", "train"]
+__all__ = ["deviance_loss", "fit", "loss_weights", "train"]
 
-NOISE_FLOOR = 0.01
-
-
-def smoothed_variance(std: torch.Tensor, sigma_px: float = 1.5) -> torch.Tensor:
-    """Gaussian-smoothed variance map (batch, H, W) of per-pixel standard errors (reflect padding)."""
-    radius = 2
-    x = torch.arange(-radius, radius + 1, dtype=std.dtype)
-    g = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    g = g / g.sum()
-    var = (std**2)[:, None]
-    var = F.pad(var, (radius, radius, radius, radius), mode="reflect")
-    var = F.conv2d(var, g.view(1, 1, 1, -1))
-    var = F.conv2d(var, g.view(1, 1, -1, 1))
-    return var[:, 0]
-
-
-def noise_weighted_loss(log_fraction: torch.Tensor, fraction: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Inverse-variance weighted MSE on the linear scatter fraction (module docstring).
+def deviance_loss(log_fraction: torch.Tensor, fraction: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Scaled Poisson deviance of exp(log_fraction) against the Monte Carlo fraction (module docstring).
 
     Parameters
     ----------
     log_fraction : Tensor (batch, 1, H, W)
-        Network output, ln f.
+        Network output, ln p.
     fraction : Tensor (batch, H, W)
-        Monte Carlo scatter fraction.
+        Monte Carlo scatter fraction f (>= 0).
     weight : Tensor (batch, H, W)
-        1 / (smoothed variance + (eps mean f)^2), from :func:`loss_weights`.
+        1 / (the case's mean fraction), from :func:`loss_weights`.
     """
-    return torch.mean((torch.exp(log_fraction[:, 0]) - fraction) ** 2 * weight)
+    lp = log_fraction[:, 0]
+    f_ln_f = torch.where(fraction > 0, fraction * torch.log(torch.clamp(fraction, min=1e-30)), 0.0)
+    return torch.mean((torch.exp(lp) - fraction - fraction * lp + f_ln_f) * weight)
 
 
-def loss_weights(fraction: np.ndarray, fraction_std: np.ndarray) -> np.ndarray:
-    """Per-pixel weights of :func:`noise_weighted_loss` for (N, H, W) targets and standard errors."""
-    f = torch.as_tensor(fraction, dtype=torch.float64)
-    var = smoothed_variance(torch.as_tensor(fraction_std, dtype=torch.float64))
-    floor = (NOISE_FLOOR * f.mean(dim=(1, 2), keepdim=True)) ** 2
-    return (1.0 / (var + floor)).numpy().astype(np.float32)
+def loss_weights(fraction: np.ndarray) -> np.ndarray:
+    """Per-pixel weights of :func:`deviance_loss` for (N, H, W) targets: 1 / the case's mean fraction."""
+    f = np.asarray(fraction, dtype=np.float64)
+    mean = f.mean(axis=(1, 2), keepdims=True)
+    if np.any(mean <= 0):
+        raise XsimInputError(f"cases {np.flatnonzero(mean.ravel() <= 0).tolist()} have no scatter at all: too few "
+                             "histories to train on")
+    return np.broadcast_to(1.0 / mean, f.shape).astype(np.float32)
+
+
+_ROWS, _COLS, _GRID = FEATURES.index("panel_rows"), FEATURES.index("panel_cols"), FEATURES.index("grid_ratio")
 
 
 def _dihedral(arrays: list[np.ndarray], k: int) -> list[np.ndarray]:
@@ -89,6 +85,17 @@ def _dihedral(arrays: list[np.ndarray], k: int) -> list[np.ndarray]:
     return out
 
 
+def _augment(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator):
+    """Each case of a batch under a flip/transpose of its own (module docstring)."""
+    x, y, w = x.copy(), y.copy(), w.copy()
+    for i in range(len(x)):
+        k = int(rng.integers(4 if x[i, _GRID, 0, 0] > 0 else 8))
+        x[i], y[i], w[i] = _dihedral([x[i], y[i], w[i]], k)
+        if k & 4:
+            x[i, [_ROWS, _COLS]] = x[i, [_COLS, _ROWS]]
+    return x, y, w
+
+
 def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, epochs: int = 100,
         batch_size: int = 16, lr: float = 2e-3, width: int = 16, depth: int = 3, seed: int = 0,
         threads: int = 2, val: tuple | None = None, model: ScatterModel | None = None,
@@ -98,10 +105,11 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
 
     Parameters
     ----------
-    features : ndarray (N, 4, H, W)
+    features : ndarray (N, N_INPUTS, H, W)
         :func:`xsim.scatter.input_features` of each case.
     fraction, fraction_std : ndarray (N, H, W)
-        Monte Carlo scatter fraction and its standard error.
+        Monte Carlo scatter fraction and its standard error (checked and kept with the data; the deviance
+        needs no per-pixel variances).
     epochs, batch_size : int
         Passes over the data; cases per step.
     lr : float
@@ -140,7 +148,7 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
     if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]) or np.shape(fraction_std) != y.shape:
         raise XsimInputError(f"features must be (N, C, H, W) and fraction, fraction_std (N, H, W); got "
                              f"{x.shape}, {y.shape}, {np.shape(fraction_std)}")
-    w = loss_weights(y, fraction_std)
+    w = loss_weights(y)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     previous_threads = torch.get_num_threads()
@@ -158,7 +166,7 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
     if val is not None:
         vx = torch.as_tensor(np.asarray(val[0], dtype=np.float32))
         vy = torch.as_tensor(np.asarray(val[1], dtype=np.float32))
-        vw = torch.as_tensor(loss_weights(val[1], val[2]))
+        vw = torch.as_tensor(loss_weights(val[1]))
     history = {"train_loss": [], "val_loss": [], "best_epoch": None}
     best, best_state = np.inf, None
     start = time.perf_counter()
@@ -172,8 +180,8 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
                 idx = np.sort(order[s * batch_size:(s + 1) * batch_size])
                 bx, by, bw = x[idx], y[idx], w[idx]
                 if augment:
-                    bx, by, bw = _dihedral([bx, by, bw], int(rng.integers(8)))
-                loss = noise_weighted_loss(net(torch.as_tensor(bx)), torch.as_tensor(by), torch.as_tensor(bw))
+                    bx, by, bw = _augment(bx, by, bw, rng)
+                loss = deviance_loss(net(torch.as_tensor(bx)), torch.as_tensor(by), torch.as_tensor(bw))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -183,7 +191,7 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
             if val is not None:
                 net.eval()
                 with torch.no_grad():
-                    v = float(noise_weighted_loss(net(vx), vy, vw))
+                    v = float(deviance_loss(net(vx), vy, vw))
                 history["val_loss"].append(v)
                 if v < best:
                     best, history["best_epoch"] = v, epoch
@@ -203,9 +211,31 @@ def fit(features: np.ndarray, fraction: np.ndarray, fraction_std: np.ndarray, ep
     return net, history
 
 
+def training_ranges(cases: list[dict], features: np.ndarray) -> dict:
+    """The ranges of the training cases' beam and geometry, for :func:`xsim.scatter.warn_out_of_range`: kVp
+    and view angles from the cases, the geometry from the constant input channels the model was given
+    (``features``, (N, N_INPUTS, H, W)); grids over the cases with a grid only."""
+    from .. import scatter as s
+
+    def channel(name, centre, scale):
+        return features[:, FEATURES.index(name), 0, 0].astype(np.float64) * scale + centre
+
+    rows, cols = channel("panel_rows", s.PANEL_CENTRE_MM, s.PANEL_SCALE_MM), \
+        channel("panel_cols", s.PANEL_CENTRE_MM, s.PANEL_SCALE_MM)
+    ratio = channel("grid_ratio", 0.0, s.GRID_RATIO_SCALE)
+    values = {"kvp": [c["kvp"] for c in cases], "sdd_mm": channel("sdd", s.SDD_CENTRE_MM, s.SDD_SCALE_MM),
+              "air_gap_mm": channel("air_gap", s.AIR_GAP_CENTRE_MM, s.AIR_GAP_SCALE_MM),
+              "panel_mm": np.minimum(rows, cols), "panel_max_mm": np.maximum(rows, cols),
+              "lao_deg": [c["lao_deg"] for c in cases], "cran_deg": [c["cran_deg"] for c in cases]}
+    if np.any(ratio > 0):
+        values["grid_ratio"] = ratio[ratio > 0]
+        values["grid_lines_per_cm"] = channel("grid_lines", 0.0, s.GRID_LINES_SCALE)[ratio > 0]
+    return {k: [round(float(np.min(v)), 3), round(float(np.max(v)), 3)] for k, v in values.items()}
+
+
 def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_MODEL, val_seeds=None, epochs: int = 120,
           batch_size: int = 8, lr: float = 2e-3, width: int = 16, depth: int = 3, seed: int = 0, threads: int = 2,
-          progress: bool = True) -> tuple[ScatterModel, dict]:
+          progress: bool = True, val_every: int = 16) -> tuple[ScatterModel, dict]:
     """Train on a dataset folder of :func:`xsim.scatter.data.make_dataset` and save the model.
 
     Parameters
@@ -216,8 +246,11 @@ def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_M
         Where to save the model (default: the shipped weights ``xsim/models/scatter_unet.pt``); a checkpoint
         ``<out>.ckpt`` is written during training and removed at the end.
     val_seeds : iterable of int, optional
-        Phantom seeds of ``data_dir`` kept out of the fit for validation (model selection); default the
-        highest phantom seed.
+        Phantom seeds of procedural phantoms kept out of the fit for validation (model selection), with the
+        random bodies whose seed is 1 modulo ``val_every``; default: the highest procedural seed (and those
+        bodies).
+    val_every : int
+        See ``val_seeds``.
     epochs, batch_size, lr, width, depth, seed, threads, progress
         See :func:`fit`.
 
@@ -231,8 +264,14 @@ def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_M
 
     data = load_dataset(data_dir)
     seeds = np.array([c["phantom_seed"] for c in data["cases"]])
-    val_set = {int(seeds.max())} if val_seeds is None else {int(s) for s in val_seeds}
-    is_val = np.isin(seeds, list(val_set))
+    body = np.array([c["kind"] == "body" for c in data["cases"]])
+    procedural = seeds[~body]
+    val_set = ({int(procedural.max())} if procedural.size else set()) if val_seeds is None else \
+        {int(s) for s in val_seeds}
+    if isinstance(val_every, bool) or not isinstance(val_every, int) or val_every < 2:
+        raise XsimInputError(f"val_every must be an integer >= 2, got {val_every!r}")
+    # bodies by seed, so a body drawn twice is never on both sides
+    is_val = (np.isin(seeds, list(val_set)) & ~body) | (body & (seeds % val_every == 1))
     if is_val.all() or not is_val.any():
         raise XsimInputError(f"val_seeds {sorted(val_set)} must select some but not all phantom seeds of {data_dir} "
                              f"(seeds {sorted(set(seeds.tolist()))})")
@@ -253,15 +292,18 @@ def train(data_dir: str | os.PathLike | list, out: str | os.PathLike = DEFAULT_M
         platform.machine(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data": {"dirs": dirs, "cases": len(cases), "train_cases": int((~is_val).sum()),
                  "val_cases": int(is_val.sum()), "kinds": sorted({c["kind"] for c in cases}),
-                 "train_seeds": sorted(set(seeds[~is_val].tolist())), "val_seeds": sorted(val_set),
+                 "train_seeds": sorted(set(seeds[~is_val & ~body].tolist())), "val_seeds": sorted(val_set),
+                 "random_bodies": int(len(set(seeds[body].tolist()))),
                  "kvp_range": [min(kvps), max(kvps)], "photons_per_case": sorted({c["photons"] for c in cases}),
                  "mc_noise_median_per_pixel": float(np.median(noise))},
         "geometry": GEOMETRY,
+        "ranges": training_ranges(data["cases"], data["features"]),
+        "features": list(FEATURES),
         "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width, "depth": depth,
                      "seed": seed, "threads": threads, "time_s": round(history["time_s"], 1),
                      "best_epoch": history["best_epoch"], "final_train_loss": history["train_loss"][-1],
                      "best_val_loss": min(history["val_loss"]),
-                     "loss": "inverse-variance weighted MSE on the linear scatter fraction (xsim.scatter.train)"},
+                     "loss": "scaled Poisson deviance per case over its mean fraction (xsim.scatter.train)"},
         "parameters": model.n_parameters(),
     }
     model.save(out)
