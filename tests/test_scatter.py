@@ -375,3 +375,14 @@ def test_shipped_model_meets_issue_17_bounds_out_of_family():
     coarse, _ = _suite_errors()
     assert np.all(coarse["mape"] <= 0.10), coarse["mape"]
     assert np.all(np.abs(coarse["spr_rel_error"]) <= 0.05), coarse["spr_rel_error"]
+
+
+def test_stored_references_have_the_current_inputs(tmp_path):
+    """refresh_features recomputes the CNN inputs and keeps the Monte Carlo targets; on a stored reference it
+    must reproduce the stored inputs exactly, or the stored sets are stale (refresh them, PROVENANCE.md)."""
+    from xsim.scatter.data import refresh_features
+
+    stored = load_dataset(SUITES)
+    fresh = load_dataset(refresh_features(SUITES, tmp_path / "fresh", ["geometry-1"], threads=1))
+    np.testing.assert_array_equal(fresh["features"][0], stored["features"][0])
+    np.testing.assert_array_equal(fresh["fraction"][0], stored["fraction"][0])

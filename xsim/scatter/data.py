@@ -324,28 +324,8 @@ def refresh_features(data_dir: str | os.PathLike, out_dir: str | os.PathLike, ca
     """Copy finished cases into a new, compact dataset folder with their CNN inputs recomputed by the current
     :func:`xsim.scatter.input_features` (a ray cast per case); the Monte Carlo targets are kept. For stored
     references (tests/data) after the inputs change."""
-    import h5py
-
-    src, out = Path(data_dir), Path(out_dir)
-    rows = {r["case_id"]: r for r in _read_rows(src)}
-    ids = list(rows) if case_ids is None else list(case_ids)
-    missing = [c for c in ids if c not in rows]
-    if missing:
-        raise XsimInputError(f"cases {missing} are not finished in {src}")
-    out.mkdir(parents=True, exist_ok=True)
-    shard = "shard-export.h5"
-    with atomic_path(out / shard) as tmp, h5py.File(tmp, "w") as f:
-        for case_id in ids:
-            with h5py.File(src / rows[case_id]["shard"], "r") as g:
-                group = f.create_group(case_id)
-                case = json.loads(g[case_id].attrs["case"])
-                fresh = case_inputs(case, threads)
-                for name, value in g[case_id].items():
-                    data = fresh[name] if name in ("features", "transmission", "flat_keV") else value[()]
-                    group.create_dataset(name, data=data, compression="gzip", shuffle=True)
-                group.attrs.update(dict(g[case_id].attrs))
-    write_csv_rows(out / MANIFEST, COLUMNS, [{**rows[case_id], "shard": shard} for case_id in ids])
-    return out
+    ids = [r["case_id"] for r in _read_rows(Path(data_dir))] if case_ids is None else list(case_ids)
+    return _copy_cases(data_dir, out_dir, ids, recompute=lambda case: case_inputs(case, threads))
 
 
 def _run_case(case: dict, out_dir: str, threads: int | None) -> dict:
@@ -505,6 +485,11 @@ def export_cases(data_dir: str | os.PathLike | list, out_dir: str | os.PathLike,
     ``data_dir`` is one dataset folder or a list of them (case ids looked up in all; they must not repeat).
     Used for the small held-out sets the tests keep (tests/data/scatter_heldout, tests/data/scatter_suites).
     """
+    return _copy_cases(data_dir, out_dir, list(case_ids))
+
+
+def _copy_cases(data_dir, out_dir, case_ids: list[str], recompute=None) -> Path:
+    """:func:`export_cases`; with ``recompute(case) -> dict``, the arrays it returns replace the stored ones."""
     import h5py
 
     sources = [Path(d) for d in (data_dir if isinstance(data_dir, (list, tuple)) else [data_dir])]
@@ -525,8 +510,10 @@ def export_cases(data_dir: str | os.PathLike | list, out_dir: str | os.PathLike,
             row, src = rows[case_id]
             with h5py.File(src / row["shard"], "r") as g:
                 group = f.create_group(case_id)
+                fresh = recompute(json.loads(g[case_id].attrs["case"])) if recompute else {}
                 for name, value in g[case_id].items():
-                    group.create_dataset(name, data=value[()], compression="gzip", shuffle=True)
+                    data = fresh[name] if name in fresh else value[()]
+                    group.create_dataset(name, data=data, compression="gzip", shuffle=True)
                 group.attrs.update(dict(g[case_id].attrs))
     write_csv_rows(out / MANIFEST, COLUMNS, [{**rows[case_id][0], "shard": shard} for case_id in case_ids])
     return out
